@@ -1,0 +1,5 @@
+"""``python -m daemon`` runs the CLI."""
+
+from daemon.cli import main
+
+main()
