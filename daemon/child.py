@@ -1,0 +1,194 @@
+"""Supervising the mlx worker children.
+
+Each child runs ``[sys.executable, "-m", "daemon.worker.<name>", REQUEST.json]``
+in its own session (so its whole process group can be stopped with
+``os.killpg``), with output to a per-run log file, a hard timeout, and
+SIGTERM-then-SIGKILL on shutdown. The parent reads only the files the child
+writes (JSON lines and a JSON result), never its console output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon import shutdown
+from daemon.errors import Interrupted
+from daemon.worker.env import worker_env
+
+POLL_S = 0.5
+"""How often the parent polls a running child and its metrics file (seconds)."""
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """How a worker child ended.
+
+    Attributes:
+        returncode: the exit status; negative ``-N`` when killed by signal N.
+        duration_s: wall time from start to exit (seconds, monotonic).
+        log_path: the child's stdout+stderr.
+        timed_out: True when we killed it for exceeding its timeout.
+    """
+
+    returncode: int
+    duration_s: float
+    log_path: Path
+    timed_out: bool = False
+
+    @property
+    def signal_name(self) -> str | None:
+        """``SIGKILL`` etc. when the child died by a signal, else None."""
+        if self.returncode < 0:
+            try:
+                return signal.Signals(-self.returncode).name
+            except ValueError:
+                return f"signal {-self.returncode}"
+        return None
+
+    def describe(self) -> str:
+        """One phrase: ``exited with status 1`` / ``was killed by SIGKILL (likely out of memory)``."""
+        if self.timed_out:
+            return f"timed out after {self.duration_s:.0f} s and was stopped"
+        sig = self.signal_name
+        if sig:
+            hint = " (likely out of memory)" if sig == "SIGKILL" else ""
+            return f"was killed by {sig} after {self.duration_s:.0f} s{hint}"
+        return f"exited with status {self.returncode} after {self.duration_s:.0f} s"
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left after ``grace_s`` seconds."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = proc.pid
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # Grandchildren may outlive the leader; the group id stays valid while any member lives.
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run_worker(
+    module: str,
+    request: dict[str, Any],
+    *,
+    work_dir: Path,
+    name: str,
+    timeout_s: float,
+    stop_grace_s: float,
+    on_poll: Callable[[], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> ChildResult:
+    """Run a worker module to completion under supervision.
+
+    Args:
+        module: e.g. ``daemon.worker.train``.
+        request: JSON-serialisable request; written to ``<work_dir>/<name>_request.json``.
+        work_dir: where the request and the ``<name>.log`` go.
+        timeout_s: hard limit (seconds); the group is stopped when it passes.
+        stop_grace_s: SIGTERM-to-SIGKILL grace (seconds).
+        on_poll: called every :data:`POLL_S` while the child runs, and once after.
+        on_start: called with the child's pid once it started.
+
+    Returns:
+        How the child ended.
+
+    Raises:
+        Interrupted: a shutdown was requested; the child's group was stopped first.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    request_path = work_dir / f"{name}_request.json"
+    request_path.write_text(json.dumps(request, indent=2, default=str), encoding="utf-8")
+    log_path = work_dir / f"{name}.log"
+    started = time.monotonic()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, str(request_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=worker_env(),
+            cwd=work_dir,
+        )
+    from daemon.power import keep_awake
+
+    awake = keep_awake(proc.pid)
+    try:
+        if on_start is not None:
+            on_start(proc.pid)
+        timed_out = False
+        while proc.poll() is None:
+            if shutdown.stop_requested():
+                stop_process_group(proc, stop_grace_s)
+                raise Interrupted(
+                    f"{shutdown.stop_reason() or 'shutdown requested'}; stopped the {name} child "
+                    f"(pid {proc.pid}) after {time.monotonic() - started:.0f} s"
+                )
+            if time.monotonic() - started > timeout_s:
+                stop_process_group(proc, stop_grace_s)
+                timed_out = True
+                break
+            if on_poll is not None:
+                on_poll()
+            shutdown.wait(POLL_S)
+        if on_poll is not None:
+            on_poll()
+        return ChildResult(
+            returncode=proc.returncode if proc.returncode is not None else -9,
+            duration_s=time.monotonic() - started,
+            log_path=log_path,
+            timed_out=timed_out,
+        )
+    finally:
+        if proc.poll() is None:  # an exception in on_poll: never leave the child behind
+            stop_process_group(proc, stop_grace_s)
+        if awake is not None and awake.poll() is None:
+            awake.terminate()
+
+
+class JsonLinesTail:
+    """Reads the JSON lines a child appends, a complete line at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._offset = 0
+        self._partial = b""
+
+    def read_new(self) -> list[dict[str, Any]]:
+        """Records appended since the last call (an incomplete last line waits)."""
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+        self._offset += len(data)
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        out = []
+        for line in lines:
+            if line.strip():
+                out.append(json.loads(line))
+        return out

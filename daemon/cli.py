@@ -1,0 +1,293 @@
+"""The ``nightshift`` command line: one click group, thin commands.
+
+Every command loads the config, calls one library function and prints. A
+:class:`~daemon.errors.NightshiftError` becomes a one-line ``Error: ...`` and a
+non-zero exit, in :func:`main`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from daemon.config import Config, load_config, resolve_config_path, resolve_profile
+from daemon.errors import ConfigError, Interrupted, NightshiftError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``-c/--config PATH`` and ``--profile NAME`` (env: NIGHTSHIFT_CONFIG, NIGHTSHIFT_PROFILE)."""
+    func = click.option(
+        "--profile", default=None, help="Profile from the config's `profiles:` (else $NIGHTSHIFT_PROFILE)."
+    )(func)
+    return click.option(
+        "-c", "--config", "config_path", default=None, metavar="PATH",
+        help="Config file (else $NIGHTSHIFT_CONFIG, else the user config dir).",
+    )(func)
+
+
+def load(config_path: str | None, profile: str | None) -> Config:
+    """Resolve and load the config for a command."""
+    return load_config(resolve_config_path(config_path), resolve_profile(profile))
+
+
+class TerminalProgress:
+    """Stage lines plus a one-line live bar on a TTY; plain log lines otherwise."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_plain = 0.0
+        self._bar = False
+
+    def _line(self, text: str) -> None:
+        if self._bar:
+            self.stream.write("\n")
+            self._bar = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _live(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+            self._bar = True
+        elif time.monotonic() - self._last_plain >= 10:
+            self._last_plain = time.monotonic()
+            self._line(text)
+
+    def stage(self, name: str, run_id: int) -> None:
+        self._line(f"run {run_id}: {name}")
+
+    def train(self, p: Any) -> None:
+        if not p.total or not p.iteration:
+            return
+        width = 24
+        filled = int(width * p.iteration / p.total)
+        bar = "#" * filled + "-" * (width - filled) if self.tty else ""
+        loss = f"loss {p.train_loss:.3f}" if p.train_loss is not None else ""
+        tps = f"{p.tokens_per_s:.0f} tok/s" if p.tokens_per_s else ""
+        eta = f"ETA {p.eta_s:.0f}s" if p.eta_s is not None else ""
+        self._live(f"  train [{bar}] {p.iteration}/{p.total} {loss} {tps} {eta}".replace("[] ", ""))
+
+    def evaluate(self, p: Any) -> None:
+        if p.total:
+            self._live(f"  evaluate {p.model}: {p.done}/{p.total} items")
+
+    def close(self) -> None:
+        if self._bar:
+            self.stream.write("\n")
+            self._bar = False
+
+
+def _run_now(config_path: str | None, profile: str | None) -> None:
+    from daemon.pipeline import record_config_failure, run_pipeline
+
+    try:
+        cfg = load(config_path, profile)
+    except ConfigError:
+        record_config_failure(resolve_config_path(config_path), resolve_profile(profile))
+        raise
+    from daemon.logs import configure_logging
+
+    configure_logging(cfg.paths.state_dir, console=False)
+    progress = TerminalProgress()
+    try:
+        outcome = run_pipeline(cfg, progress=progress)
+    finally:
+        progress.close()
+    click.echo(f"run {outcome.run_id}: {outcome.status.value}")
+    if outcome.report_path:
+        click.echo(f"report: {outcome.report_path}")
+
+
+@click.group(context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
+@click.option("--run-now", is_flag=True, help="Run one pipeline now (same as `nightshift run-now`).")
+@config_options
+@click.version_option(package_name="nightshift")
+@click.pass_context
+def cli(ctx: click.Context, run_now: bool, config_path: str | None, profile: str | None) -> None:
+    """nightshift: nightly LoRA training that never promotes a worse model."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"], ctx.obj["profile"] = config_path, profile
+    if run_now:
+        if ctx.invoked_subcommand is not None:
+            raise click.UsageError("--run-now cannot be combined with a command.")
+        _run_now(config_path, profile)
+    elif ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+def _inherit(ctx: click.Context, config_path: str | None, profile: str | None) -> tuple[str | None, str | None]:
+    obj = ctx.find_root().obj or {}
+    return config_path or obj.get("config_path"), profile or obj.get("profile")
+
+
+@cli.command("run-now")
+@config_options
+@click.pass_context
+def run_now_cmd(ctx: click.Context, config_path: str | None, profile: str | None) -> None:
+    """Run one pipeline now: preflight, train, evaluate, decide, promote, report."""
+    _run_now(*_inherit(ctx, config_path, profile))
+
+
+@cli.command()
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def status(ctx: click.Context, config_path: str | None, profile: str | None, as_json: bool) -> None:
+    """Champion, last run, the run in progress, the daemon and the next run."""
+    from daemon.status import collect_status, render_status
+
+    data = collect_status(load(*_inherit(ctx, config_path, profile)))
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else render_status(data))
+
+
+@cli.command()
+@config_options
+@click.option("-n", "--limit", default=20, show_default=True, help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def history(ctx: click.Context, config_path: str | None, profile: str | None, limit: int, as_json: bool) -> None:
+    """Recent runs, newest first."""
+    from daemon.registry import Registry
+
+    cfg = load(*_inherit(ctx, config_path, profile))
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        rows = [
+            {
+                "id": r.id,
+                "status": r.status,
+                "trigger": r.trigger,
+                "started_at": r.started_at.isoformat(timespec="seconds") if r.started_at else None,
+                "finished_at": r.finished_at.isoformat(timespec="seconds") if r.finished_at else None,
+                "reason": (r.failure_reason or "").splitlines()[0] if r.failure_reason else "",
+            }
+            for r in reg.runs(limit)
+        ]
+    finally:
+        reg.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no runs yet")
+    for r in rows:
+        click.echo(f"{r['id']:>5}  {r['status']:<18} {r['trigger']:<9} {r['started_at']}  {r['reason']}")
+
+
+@cli.command()
+@click.argument("run_id", required=False, type=int)
+@config_options
+@click.option("--path", "path_only", is_flag=True, help="Print only the report's path.")
+@click.pass_context
+def report(ctx: click.Context, run_id: int | None, config_path: str | None, profile: str | None, path_only: bool) -> None:
+    """Print the morning report of RUN_ID (default: the last run)."""
+    from daemon.registry import Registry
+    from daemon.report import write_report
+
+    cfg = load(*_inherit(ctx, config_path, profile))
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        if run_id is None:
+            last = reg.last_run()
+            if last is None:
+                raise NightshiftError("No runs yet: run `nightshift --run-now` first.")
+            run_id = last.id
+        run = reg.get_run(run_id)
+        path = Path(run.report_path) if run.report_path and Path(run.report_path).exists() else write_report(cfg, reg, run_id)
+    finally:
+        reg.close()
+    click.echo(str(path) if path_only else path.read_text(encoding="utf-8"))
+
+
+def _decide_manually(ctx: click.Context, run_id: int, config_path: str | None, profile: str | None, approve: bool, who: str | None) -> None:
+    from daemon.pipeline import finish_manual_decision
+
+    cfg = load(*_inherit(ctx, config_path, profile))
+    outcome = finish_manual_decision(cfg, run_id, approve=approve, decided_by=who)
+    click.echo(f"run {run_id}: {outcome}")
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@config_options
+@click.option("--by", "who", default=None, help="Who decided (default: the login name).")
+@click.pass_context
+def approve(ctx: click.Context, run_id: int, config_path: str | None, profile: str | None, who: str | None) -> None:
+    """Promote a run awaiting approval (promotion.policy: manual)."""
+    _decide_manually(ctx, run_id, config_path, profile, True, who)
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@config_options
+@click.option("--by", "who", default=None, help="Who decided (default: the login name).")
+@click.pass_context
+def reject(ctx: click.Context, run_id: int, config_path: str | None, profile: str | None, who: str | None) -> None:
+    """Reject a run awaiting approval; the champion stays."""
+    _decide_manually(ctx, run_id, config_path, profile, False, who)
+
+
+@cli.command()
+@click.option("--workspace", default="demo-workspace", show_default=True, type=click.Path(path_type=Path),
+              help="Where to build the demo (model, data, eval suite, config, state).")
+@click.option("--no-run", is_flag=True, help="Only build the workspace.")
+@click.option("--iters", default=200, show_default=True, help="Training iterations in the demo config.")
+def demo(workspace: Path, no_run: bool, iters: int) -> None:
+    """Build a tiny local model, data and config, then run one night on it."""
+    from daemon.demo import build_workspace
+
+    click.echo(f"building the demo workspace in {workspace} (tiny local model, no download)")
+    config_path = build_workspace(workspace, iters=iters)
+    click.echo(f"config: {config_path}")
+    if no_run:
+        return
+    _run_now(str(config_path), None)
+    click.echo(f"next: nightshift -c {config_path} status   |   nightshift -c {config_path} --run-now")
+
+
+def _register_optional_commands() -> None:
+    from daemon.commands.data_cmd import data
+    from daemon.commands.preflight_cmd import preflight
+    from daemon.commands.schedule_cmds import launchd, start, systemd
+
+    for command in (preflight, data, start, launchd, systemd):
+        cli.add_command(command)
+
+
+_register_optional_commands()
+
+
+def one_line(message: str) -> str:
+    """Fold a multi-line error into one line (``; ``-separated)."""
+    parts = [p.strip().lstrip("- ").strip() for p in message.splitlines()]
+    return "; ".join(p for p in parts if p).replace(":;", ":")
+
+
+def main() -> None:
+    """Console-script entry point: turns NightshiftError into ``Error: ...`` and exit 1."""
+    try:
+        cli.main(standalone_mode=False)
+    except Interrupted as exc:
+        click.echo(f"Interrupted: {exc}", err=True)
+        sys.exit(130)
+    except NightshiftError as exc:
+        click.echo(f"Error: {one_line(str(exc))}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,277 @@
+"""The evaluate stage: champion, challenger (and base) scored under identical conditions.
+
+One child process loads the base model once and generates replies for every
+model that needs scoring, with the same prompts, decoding, seeds and backend.
+Replies are scored here, in the parent, by :mod:`daemon.scoring`. A model's
+results are reused from an earlier night only when its evaluation fingerprint
+(model, suite content, decoding, backend, judge) matches exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.child import JsonLinesTail, run_worker
+from daemon.config import Config
+from daemon.errors import EvaluationFailed
+from daemon.gate import ModelScores
+from daemon.scoring import ItemScore, category_scores, make_judge, score_loss, score_reply
+from daemon.suite import Suite
+
+RESULTS_FILE = "eval_results.jsonl"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to score: its role in this run, registry id and adapter (None = base)."""
+
+    role: str
+    model_id: int
+    adapter_path: Path | None
+    identity: str
+    """Content identity: base sha256, plus adapter sha256 when there is one."""
+
+
+@dataclass(frozen=True)
+class ModelEval:
+    """One model's scored results.
+
+    Attributes:
+        rows: registry ``eval_results`` rows (category, item_id, sample, score, ...).
+        scores: the gate's per-category view.
+        held_out_loss: mean validation loss (nats/token), or None.
+        duration_s: time spent generating for this model (seconds); 0 when reused.
+    """
+
+    ref: ModelRef
+    fingerprint: str
+    rows: list[dict[str, Any]]
+    scores: ModelScores
+    held_out_loss: float | None
+    duration_s: float
+
+
+@dataclass
+class EvalProgress:
+    """Live view of the eval child: items done / total for the model being scored."""
+
+    model: str = ""
+    done: int = 0
+    total: int = 0
+
+
+def eval_fingerprint(cfg: Config, suite: Suite, ref: ModelRef, versions: dict[str, str]) -> str:
+    """SHA-256 of everything that changes a model's scores.
+
+    Covers the model's content identity, the suite's content fingerprint (items,
+    schemas, judge settings), decoding (default max_tokens, seed, batch size:
+    batched numerics can differ), backend name and mlx/mlx-lm versions.
+    """
+    payload = {
+        "model": ref.identity,
+        "suite": suite.fingerprint,
+        "decoding": {
+            "max_tokens": cfg.evaluation.max_tokens,
+            "seed": cfg.evaluation.seed,
+            "batch_size": cfg.evaluation.batch_size,
+        },
+        "held_out": {
+            "enabled": cfg.evaluation.held_out_loss,
+            "max_examples": cfg.evaluation.loss_max_examples,
+            "mask_prompt": cfg.training.mask_prompt,
+            "max_seq_len_tokens": cfg.training.max_seq_len_tokens,
+        },
+        "backend": cfg.evaluation.backend,
+        "versions": versions,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def build_request(cfg: Config, suite: Suite, refs: Sequence[ModelRef], run_dir: Path) -> dict[str, Any]:
+    """The JSON request for ``daemon.worker.evaluate``."""
+    generation = []
+    loss_items = []
+    for cat in suite.categories:
+        for item in cat.items:
+            messages = cat.prompt_messages(item)
+            if not cat.generates:
+                loss_items.append(
+                    {"category": cat.name, "item_id": item.id, "messages": messages, "reference": str(item.gold)}
+                )
+                continue
+            for sample in range(cat.repeats):
+                generation.append(
+                    {
+                        "category": cat.name,
+                        "item_id": item.id,
+                        "sample": sample,
+                        "messages": messages,
+                        "max_tokens": cat.max_tokens or cfg.evaluation.max_tokens,
+                        "temperature": cat.temperature,
+                    }
+                )
+    held_out = None
+    if cfg.evaluation.held_out_loss:
+        held_out = {
+            "file": str(cfg.paths.dataset / "valid.jsonl"),
+            "max_examples": cfg.evaluation.loss_max_examples,
+            "mask_prompt": cfg.training.mask_prompt,
+            "max_seq_len_tokens": cfg.training.max_seq_len_tokens,
+        }
+    return {
+        "base_model": str(cfg.paths.base_model),
+        "models": [
+            {"key": r.role, "adapter_path": str(r.adapter_path) if r.adapter_path else None} for r in refs
+        ],
+        "generation": generation,
+        "loss_items": loss_items,
+        "held_out": held_out,
+        "batch_size": cfg.evaluation.batch_size,
+        "seed": cfg.evaluation.seed,
+        "output_file": str(run_dir / RESULTS_FILE),
+        "result_file": str(run_dir / "eval_result.json"),
+    }
+
+
+def score_model(suite: Suite, ref: ModelRef, records: list[dict[str, Any]], judges: dict[str, Any]) -> tuple[list[dict[str, Any]], ModelScores]:
+    """Score one model's raw child records (replies and losses).
+
+    Returns:
+        ``(rows, scores)``: registry rows and the gate's :class:`ModelScores`.
+
+    Raises:
+        EvaluationFailed: an item has no reply (the child's output is incomplete).
+    """
+    by_key = {(r["category"], r["item_id"], r.get("sample", 0)): r for r in records if r["kind"] in ("reply", "loss")}
+    rows: list[dict[str, Any]] = []
+    categories = {}
+    for cat in suite.categories:
+        per_item: dict[str, list[ItemScore]] = defaultdict(list)
+        samples = cat.repeats if cat.generates else 1
+        for item in cat.items:
+            prompt_text = "\n".join(m["content"] for m in item.messages if m.get("role") == "user")
+            for sample in range(samples):
+                rec = by_key.get((cat.name, item.id, sample))
+                if rec is None:
+                    raise EvaluationFailed(
+                        f"The eval child produced no result for {ref.role} {cat.name}/{item.id} sample {sample}."
+                    )
+                if cat.generates:
+                    s = score_reply(cat, item, rec["reply"], judge=judges.get(cat.name))
+                    reply: str | None = rec["reply"]
+                else:
+                    s = score_loss(float(rec["nll"]))
+                    reply = None
+                per_item[item.id].append(s)
+                rows.append(
+                    {
+                        "category": cat.name,
+                        "item_id": item.id,
+                        "sample": sample,
+                        "score": s.score,
+                        "empty": s.empty,
+                        "parsed": s.parsed,
+                        "prompt": prompt_text,
+                        "reply": reply,
+                        "gold": None if item.gold is None else json.dumps(item.gold) if not isinstance(item.gold, str) else item.gold,
+                        "extracted": s.extracted,
+                        "detail": s.detail,
+                    }
+                )
+        categories[cat.name] = category_scores(cat, per_item)
+    return rows, ModelScores(label=ref.role, categories=categories)
+
+
+def scores_from_rows(suite: Suite, role: str, rows: Sequence[Any]) -> ModelScores:
+    """Rebuild the gate's view from stored ``eval_results`` rows (the champion cache)."""
+    per_cat: dict[str, dict[str, list[ItemScore]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        per_cat[r.category][r.item_id].append(
+            ItemScore(score=r.score, empty=r.empty, parsed=r.parsed, extracted=r.extracted, detail=r.detail or "")
+        )
+    return ModelScores(
+        label=role,
+        categories={cat.name: category_scores(cat, per_cat[cat.name]) for cat in suite.categories},
+    )
+
+
+def run_evaluation(
+    cfg: Config,
+    suite: Suite,
+    refs: Sequence[ModelRef],
+    run_dir: Path,
+    versions: dict[str, str],
+    *,
+    on_progress: Callable[[EvalProgress], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> dict[str, ModelEval]:
+    """Generate and score every model in ``refs`` in one child process.
+
+    Returns:
+        role -> :class:`ModelEval`.
+
+    Raises:
+        EvaluationFailed: the child failed or its output is incomplete (log named).
+        Interrupted: shutdown was requested.
+    """
+    if not refs:
+        return {}
+    request = build_request(cfg, suite, refs, run_dir)
+    results_path = run_dir / RESULTS_FILE
+    results_path.unlink(missing_ok=True)
+    tail = JsonLinesTail(results_path)
+    records: list[dict[str, Any]] = []
+    progress = EvalProgress()
+
+    def poll() -> None:
+        for rec in tail.read_new():
+            records.append(rec)
+            if rec["kind"] == "progress":
+                progress.model, progress.done, progress.total = rec["model"], rec["done"], rec["total"]
+        if on_progress is not None:
+            on_progress(progress)
+
+    result = run_worker(
+        "daemon.worker.evaluate",
+        request,
+        work_dir=run_dir,
+        name="evaluate",
+        timeout_s=cfg.evaluation.timeout_s,
+        stop_grace_s=cfg.schedule.stop_grace_s,
+        on_poll=poll,
+        on_start=on_start,
+    )
+    if result.returncode != 0:
+        reason = ""
+        try:
+            reason = json.loads((run_dir / "eval_result.json").read_text()).get("reason", "")
+        except (OSError, ValueError):
+            pass
+        detail = f": {reason}" if reason else ""
+        raise EvaluationFailed(f"Evaluation {result.describe()}{detail}. log: {result.log_path}")
+    judges = {cat.name: make_judge(cat) for cat in suite.categories}
+    out: dict[str, ModelEval] = {}
+    for ref in refs:
+        mine = [r for r in records if r.get("model") == ref.role]
+        done = [r for r in mine if r["kind"] == "model_done"]
+        if not done:
+            raise EvaluationFailed(f"The eval child did not finish {ref.role}. log: {result.log_path}")
+        rows, scores = score_model(suite, ref, mine, judges)
+        held = [r["loss"] for r in mine if r["kind"] == "held_out"]
+        held_out = float(held[0]) if held and math.isfinite(float(held[0])) else (float("nan") if held else None)
+        out[ref.role] = ModelEval(
+            ref=ref,
+            fingerprint=eval_fingerprint(cfg, suite, ref, versions),
+            rows=rows,
+            scores=scores,
+            held_out_loss=held_out,
+            duration_s=float(done[0]["duration_s"]),
+        )
+    return out

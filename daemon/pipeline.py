@@ -1,0 +1,481 @@
+"""Runs the stages of one night in order and records every transition.
+
+preflight -> train (child) -> evaluate (child) -> decide (pure) -> promote -> report.
+
+The champion, ``current`` and earlier registry rows are never harmed by a
+failed run: training writes only into the run's own directory, a release is
+assembled aside and becomes visible by one atomic symlink swap committed
+together with the registry's promotion row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from daemon import clock
+from daemon.config import Config
+from daemon.errors import (
+    Interrupted,
+    NightshiftError,
+    PreflightFailed,
+)
+from daemon.evaluate import EvalProgress, ModelEval, ModelRef, run_evaluation, scores_from_rows
+from daemon.fingerprint import dataset_fingerprint, dir_sha256
+from daemon.gate import Decision, GatePolicy, decide_promotion
+from daemon.lock import RunLock
+from daemon.preflight import run_preflight
+from daemon.promote import build_release, current_target, swap_current
+from daemon.registry import Registry, RunStatus, Trigger
+from daemon.registry.models import Model, ModelKind
+from daemon.report import write_report
+from daemon.suite import load_suite
+from daemon.train import TrainProgress, train_challenger
+
+log = structlog.get_logger("nightshift")
+
+RUNS_DIR = "runs"
+MODEL_FILE_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.jinja", "*.txt", "*.tiktoken")
+
+
+class Progress(Protocol):
+    """What the CLI shows while a run is going (a progress bar, or plain lines)."""
+
+    def stage(self, name: str, run_id: int) -> None: ...
+    def train(self, p: TrainProgress) -> None: ...
+    def evaluate(self, p: EvalProgress) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a completed run ended.
+
+    Attributes:
+        run_id: the registry id.
+        status: promoted, rejected or awaiting_approval.
+        reasons: the gate's reasons.
+        report_path: the morning report.
+    """
+
+    run_id: int
+    status: RunStatus
+    reasons: list[str]
+    report_path: Path | None
+
+
+def run_pipeline(
+    cfg: Config,
+    *,
+    trigger: Trigger = Trigger.MANUAL,
+    night_key: str | None = None,
+    progress: Progress | None = None,
+) -> RunOutcome:
+    """Run one night now: preflight, train, evaluate, decide, promote, report.
+
+    Takes the run lock first (scheduled and manual runs alike).
+
+    Returns:
+        The outcome of a run that completed (promoted or not).
+
+    Raises:
+        RunLocked: another run holds the lock (no run is created).
+        DuplicateNight: ``night_key`` was already run.
+        PreflightFailed, TrainingFailed, EvaluationFailed, PromotionRefused:
+            the run was recorded as ``failed`` with this message.
+        Interrupted: shutdown was requested; the run is ``interrupted``.
+    """
+    state_dir = cfg.paths.state_dir
+    with RunLock(state_dir) as lock:
+        registry = Registry.open(state_dir)
+        try:
+            registry.mark_abandoned_runs("its process died before it finished (found by the next run)")
+            run = registry.create_run(
+                trigger=trigger,
+                config_snapshot=cfg.to_dict(),
+                config_path=str(cfg.source) if cfg.source else None,
+                profile=cfg.profile,
+                night_key=night_key,
+                pid=os.getpid(),
+            )
+            lock.set_run_id(run.id)
+            return _Night(cfg, registry, run.id, progress).run()
+        finally:
+            registry.close()
+
+
+class _Night:
+    """The stages of one run (state shared between stages lives here)."""
+
+    def __init__(self, cfg: Config, registry: Registry, run_id: int, progress: Progress | None) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.run_id = run_id
+        self.progress = progress
+        self.run_dir = cfg.paths.state_dir / RUNS_DIR / f"{run_id:04d}"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.events = self.run_dir / "events.jsonl"
+        registry.update_run(run_id, run_dir=str(self.run_dir), log_path=str(self.run_dir / "train.log"))
+        self._last_progress_write = 0.0
+
+    # ------------------------------------------------------------------ driver
+
+    def run(self) -> RunOutcome:
+        status = RunStatus.FAILED
+        reasons: list[str] = []
+        try:
+            self._stage(RunStatus.PREFLIGHT, self.preflight)
+            train_result = self._stage(RunStatus.TRAINING, self.train)
+            evals = self._stage(RunStatus.EVALUATING, lambda: self.evaluate(train_result))
+            decision = self._stage(RunStatus.DECIDING, lambda: self.decide(evals))
+            reasons = decision.reasons
+            status = self.finish(decision, evals, train_result)
+        except Interrupted as exc:
+            self.registry.transition(self.run_id, RunStatus.INTERRUPTED, reason=str(exc))
+            status = RunStatus.INTERRUPTED
+            self._write_report()
+            raise
+        except NightshiftError as exc:
+            self.registry.transition(self.run_id, RunStatus.FAILED, reason=str(exc))
+            self._write_report()
+            raise
+        except Exception as exc:
+            self.registry.transition(
+                self.run_id, RunStatus.FAILED, reason=f"internal error: {type(exc).__name__}: {exc}"
+            )
+            self._write_report()
+            raise
+        report = self._write_report()
+        log.info("run_finished", run_id=self.run_id, status=status.value)
+        return RunOutcome(run_id=self.run_id, status=status, reasons=reasons, report_path=report)
+
+    def _stage(self, status: RunStatus, fn: Callable[[], Any]) -> Any:
+        self.registry.transition(self.run_id, status)
+        self._set_progress({"stage": status.value})
+        if self.progress is not None:
+            self.progress.stage(status.value, self.run_id)
+        stage_id = self.registry.start_stage(self.run_id, status.value)
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            result = fn()
+            outcome = "ok"
+            return result
+        except Interrupted:
+            outcome = "interrupted"
+            raise
+        finally:
+            duration = time.monotonic() - started
+            self.registry.finish_stage(stage_id, duration_s=duration, outcome=outcome)
+            log.info("stage", run_id=self.run_id, stage=status.value, duration_s=round(duration, 3), outcome=outcome)
+
+    def _set_progress(self, payload: dict[str, Any], *, throttle_s: float = 0.0) -> None:
+        now = time.monotonic()
+        if throttle_s and now - self._last_progress_write < throttle_s:
+            return
+        self._last_progress_write = now
+        self.registry.update_run(self.run_id, progress=json.dumps(payload))
+
+    # ------------------------------------------------------------------ stages
+
+    def preflight(self) -> None:
+        report = run_preflight(self.cfg, holding_lock=True)
+        self.registry.record_preflight(self.run_id, [c for c in report.to_dict()["checks"]])
+        if not report.ok:
+            lines = [f"{c.name}: {c.message}" for c in report.failures]
+            raise PreflightFailed(
+                f"Preflight failed ({len(lines)} check(s)); training was not started:\n  - " + "\n  - ".join(lines)
+            )
+        sha, count = dataset_fingerprint(self.cfg.paths.dataset)
+        self.registry.update_run(self.run_id, dataset_sha256=sha, dataset_examples=count)
+
+    def train(self) -> Any:
+        def on_progress(p: TrainProgress) -> None:
+            if self.progress is not None:
+                self.progress.train(p)
+            self._set_progress(
+                {
+                    "stage": "training",
+                    "iteration": p.iteration,
+                    "total": p.total,
+                    "train_loss": p.train_loss,
+                    "val_loss": p.val_loss,
+                    "tokens_per_s": p.tokens_per_s,
+                    "eta_s": p.eta_s,
+                },
+                throttle_s=2.0,
+            )
+
+        return train_challenger(
+            self.cfg,
+            self.run_dir,
+            on_metrics=lambda rows: self.registry.add_train_metrics(self.run_id, rows),
+            on_progress=on_progress,
+            on_start=lambda pid: self.registry.update_run(self.run_id, log_path=str(self.run_dir / "train.log")),
+        )
+
+    def _base_model(self, versions: dict[str, str]) -> Model:
+        base_dir = self.cfg.paths.base_model
+        sha = dir_sha256(base_dir, self.cfg.paths.state_dir, MODEL_FILE_PATTERNS)
+        return self.registry.base_model(
+            str(base_dir), sha, mlx_version=versions.get("mlx"), mlx_lm_version=versions.get("mlx-lm")
+        )
+
+    def evaluate(self, train_result: Any) -> dict[str, ModelEval]:
+        versions = {"mlx": train_result.mlx_version or "", "mlx-lm": train_result.mlx_lm_version or ""}
+        suite = load_suite(self.cfg.paths.eval_suite)
+        base = self._base_model(versions)
+        adapter_sha = dir_sha256(train_result.adapter_dir, None, ("adapters.safetensors", "adapter_config.json"))
+        challenger = self.registry.add_adapter_model(
+            base=base,
+            adapter_path=str(train_result.adapter_dir),
+            adapter_sha256=adapter_sha,
+            run_id=self.run_id,
+            mlx_version=train_result.mlx_version,
+            mlx_lm_version=train_result.mlx_lm_version,
+        )
+        champ = self.registry.champion()
+        champion_model = champ[1] if champ else base
+        if champion_model.kind == ModelKind.ADAPTER.value and champion_model.base_sha256 != base.base_sha256:
+            # The base changed under the champion: it cannot be evaluated on this base.
+            champion_model = base
+        self.registry.update_run(self.run_id, champion_model_id=champion_model.id, challenger_model_id=challenger.id)
+
+        refs = [self._ref("challenger", challenger)]
+        refs.append(self._ref("champion", champion_model))
+        if champion_model.id != base.id:
+            refs.append(self._ref("base", base))
+        from daemon.evaluate import eval_fingerprint
+
+        to_score, reused = [], {}
+        for ref in refs:
+            fp = eval_fingerprint(self.cfg, suite, ref, versions)
+            cached = self.registry.find_cached_eval_set(ref.model_id, fp) if ref.role != "challenger" else None
+            if cached is not None:
+                rows = self.registry.eval_results(cached.id)
+                reused[ref.role] = (cached, fp, rows)
+            else:
+                to_score.append(ref)
+
+        def on_progress(p: EvalProgress) -> None:
+            if self.progress is not None:
+                self.progress.evaluate(p)
+            self._set_progress({"stage": "evaluating", "model": p.model, "done": p.done, "total": p.total}, throttle_s=2.0)
+
+        fresh = run_evaluation(
+            self.cfg, suite, to_score, self.run_dir, versions, on_progress=on_progress
+        )
+        out: dict[str, ModelEval] = {}
+        for role, ev in fresh.items():
+            self.registry.add_eval_set(
+                run_id=self.run_id,
+                model_id=ev.ref.model_id,
+                role=role,
+                fingerprint=ev.fingerprint,
+                results=ev.rows,
+                held_out_loss=ev.held_out_loss,
+                duration_s=ev.duration_s,
+            )
+            out[role] = ev
+        for role, (cached, fp, rows) in reused.items():
+            ref = next(r for r in refs if r.role == role)
+            row_dicts = [
+                {k: getattr(r, k) for k in ("category", "item_id", "sample", "score", "empty", "parsed", "prompt", "reply", "gold", "extracted", "detail")}
+                for r in rows
+            ]
+            self.registry.add_eval_set(
+                run_id=self.run_id,
+                model_id=ref.model_id,
+                role=role,
+                fingerprint=fp,
+                results=row_dicts,
+                held_out_loss=cached.held_out_loss,
+                duration_s=0.0,
+                reused_from=cached.id,
+            )
+            out[role] = ModelEval(
+                ref=ref,
+                fingerprint=fp,
+                rows=row_dicts,
+                scores=scores_from_rows(suite, role, rows),
+                held_out_loss=cached.held_out_loss,
+                duration_s=0.0,
+            )
+        if "base" not in out:
+            out["base"] = out["champion"]
+        return out
+
+    def _ref(self, role: str, model: Model) -> ModelRef:
+        identity = model.base_sha256 + (f"+{model.adapter_sha256}" if model.adapter_sha256 else "")
+        adapter = Path(model.release_path) if model.release_path and model.kind == ModelKind.ADAPTER.value else (
+            Path(model.adapter_path) if model.adapter_path else None
+        )
+        return ModelRef(role=role, model_id=model.id, adapter_path=adapter, identity=identity)
+
+    def decide(self, evals: dict[str, ModelEval]) -> Decision:
+        decision = decide_promotion(
+            evals["champion"].scores, evals["challenger"].scores, GatePolicy.from_config(self.cfg.promotion)
+        )
+        self.registry.update_run(self.run_id, decision=json.dumps(decision.to_dict(), default=str))
+        return decision
+
+    def finish(self, decision: Decision, evals: dict[str, ModelEval], train_result: Any) -> RunStatus:
+        if self.cfg.promotion.policy == "manual":
+            self.registry.transition(self.run_id, RunStatus.AWAITING_APPROVAL)
+            return RunStatus.AWAITING_APPROVAL
+        if not decision.promote:
+            self.registry.transition(self.run_id, RunStatus.REJECTED)
+            return RunStatus.REJECTED
+        promote_run(self.cfg, self.registry, self.run_id, decided_by="auto", reason=decision.summary)
+        return RunStatus.PROMOTED
+
+    def _write_report(self) -> Path | None:
+        try:
+            return write_report(self.cfg, self.registry, self.run_id)
+        except Exception as exc:  # a report problem must not mask the run's outcome
+            log.error("report_failed", run_id=self.run_id, error=f"{type(exc).__name__}: {exc}")
+            return None
+
+
+def promote_run(cfg: Config, registry: Registry, run_id: int, *, decided_by: str, reason: str) -> Path:
+    """Make the run's challenger the champion: release, ``current`` swap, registry row.
+
+    Used by the pipeline (``decided_by="auto"``) and by ``nightshift approve``.
+
+    Returns:
+        The release directory.
+
+    Raises:
+        PromotionRefused: the run has no challenger adapter, or the release failed.
+        RegistryError: the run is not in a promotable state.
+    """
+    from daemon.errors import PromotionRefused
+
+    run = registry.get_run(run_id)
+    if run.challenger_model_id is None:
+        raise PromotionRefused(f"Run {run_id} has no trained challenger to promote.")
+    challenger = registry.get_model(run.challenger_model_id)
+    champ = registry.champion()
+    assert challenger.adapter_path is not None
+    manifest = {
+        "run_id": run_id,
+        "created_at": clock.now().isoformat(),
+        "base_model": challenger.base_path,
+        "base_sha256": challenger.base_sha256,
+        "adapter_sha256": challenger.adapter_sha256,
+        "mlx_version": challenger.mlx_version,
+        "mlx_lm_version": challenger.mlx_lm_version,
+        "fused": cfg.promotion.fuse,
+        "decided_by": decided_by,
+        "reason": reason,
+    }
+    release = build_release(
+        cfg,
+        run_id=run_id,
+        adapter_dir=Path(challenger.adapter_path),
+        manifest=manifest,
+        work_dir=Path(run.run_dir or cfg.paths.state_dir),
+    )
+    registry.record_promotion(
+        run_id=run_id,
+        from_model_id=champ[1].id if champ else None,
+        to_model_id=challenger.id,
+        release_path=str(release),
+        reason=reason,
+        decided_by=decided_by,
+        swap=lambda: swap_current(cfg.paths.state_dir, release),
+    )
+    log.info("promoted", run_id=run_id, release=str(release), current=str(current_target(cfg.paths.state_dir)))
+    return release
+
+
+def finish_manual_decision(cfg: Config, run_id: int, *, approve: bool, decided_by: str | None) -> str:
+    """Finish a run awaiting approval (``promotion.policy: manual``).
+
+    Returns:
+        ``promoted`` or ``rejected``.
+
+    Raises:
+        RegistryError: no such run, or it is not awaiting approval.
+        RunLocked: a run is in progress.
+    """
+    import getpass
+
+    from daemon.errors import RegistryError
+
+    who = decided_by or getpass.getuser()
+    with RunLock(cfg.paths.state_dir) as lock:
+        lock.set_run_id(run_id)
+        registry = Registry.open(cfg.paths.state_dir)
+        try:
+            run = registry.get_run(run_id)
+            if run.status != RunStatus.AWAITING_APPROVAL.value:
+                raise RegistryError(f"Run {run_id} is {run.status}, not awaiting approval.")
+            decision = json.loads(run.decision or "{}")
+            gate = "gate recommended promotion" if decision.get("promote") else "gate recommended rejection"
+            if approve:
+                promote_run(cfg, registry, run_id, decided_by=who, reason=f"approved by {who} ({gate})")
+                result = RunStatus.PROMOTED
+            else:
+                registry.transition(run_id, RunStatus.REJECTED, reason=f"rejected by {who} ({gate})")
+                result = RunStatus.REJECTED
+            write_report(cfg, registry, run_id)
+            return result.value
+        finally:
+            registry.close()
+
+
+def record_config_failure(config_path: Path, profile: str | None) -> int | None:
+    """Record a run that failed because its config is invalid, when possible.
+
+    The state dir is read leniently from the raw YAML (``paths.state_dir``,
+    default ``state`` next to the file). Nothing is recorded when the file is
+    missing or not YAML (there is no state dir to record into).
+
+    Returns:
+        The failed run's id, or None.
+    """
+    import yaml
+
+    from daemon.config import load_config
+    from daemon.errors import ConfigError, RunLocked
+
+    try:
+        raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+        state = (raw.get("paths") or {}).get("state_dir", "state") if isinstance(raw, dict) else None
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if not isinstance(state, str):
+        return None
+    state_dir = Path(state).expanduser()
+    if not state_dir.is_absolute():
+        state_dir = Path(config_path).resolve().parent / state_dir
+    try:
+        load_config(config_path, profile)
+        return None  # valid after all
+    except ConfigError as exc:
+        reason = str(exc)
+    try:
+        with RunLock(state_dir) as lock:
+            registry = Registry.open(state_dir)
+            try:
+                run = registry.create_run(
+                    trigger=Trigger.MANUAL,
+                    config_snapshot={"invalid_config": str(config_path)},
+                    config_path=str(config_path),
+                    profile=profile,
+                    pid=os.getpid(),
+                )
+                lock.set_run_id(run.id)
+                registry.transition(run.id, RunStatus.FAILED, reason=reason)
+                return run.id
+            finally:
+                registry.close()
+    except (RunLocked, OSError, NightshiftError):
+        return None

@@ -1,0 +1,251 @@
+"""SQLAlchemy 2.0 ORM models of the registry.
+
+The schema is created and upgraded only by the Alembic migrations in
+``migrations/``; these classes must match the latest migration (a test checks
+this with Alembic's autogenerate comparison).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of all registry tables."""
+
+
+class Trigger(str, Enum):
+    """What started a run."""
+
+    MANUAL = "manual"
+    SCHEDULED = "scheduled"
+
+
+class RunStatus(str, Enum):
+    """The run state machine.
+
+    pending -> preflight -> training -> evaluating -> deciding ->
+    promoted | rejected | awaiting_approval (-> promoted | rejected);
+    any active state -> failed | interrupted.
+    """
+
+    PENDING = "pending"
+    PREFLIGHT = "preflight"
+    TRAINING = "training"
+    EVALUATING = "evaluating"
+    DECIDING = "deciding"
+    AWAITING_APPROVAL = "awaiting_approval"
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def is_active(self) -> bool:
+        """True for states a live process is working on."""
+        return self in ACTIVE_STATUSES
+
+    @property
+    def is_final(self) -> bool:
+        """True for states a run never leaves."""
+        return self in FINAL_STATUSES
+
+
+ACTIVE_STATUSES = frozenset(
+    {RunStatus.PENDING, RunStatus.PREFLIGHT, RunStatus.TRAINING, RunStatus.EVALUATING, RunStatus.DECIDING}
+)
+FINAL_STATUSES = frozenset(
+    {RunStatus.PROMOTED, RunStatus.REJECTED, RunStatus.FAILED, RunStatus.INTERRUPTED}
+)
+
+#: Legal transitions of the state machine (from -> allowed targets).
+TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.PENDING: frozenset({RunStatus.PREFLIGHT}),
+    RunStatus.PREFLIGHT: frozenset({RunStatus.TRAINING}),
+    RunStatus.TRAINING: frozenset({RunStatus.EVALUATING}),
+    RunStatus.EVALUATING: frozenset({RunStatus.DECIDING}),
+    RunStatus.DECIDING: frozenset(
+        {RunStatus.PROMOTED, RunStatus.REJECTED, RunStatus.AWAITING_APPROVAL}
+    ),
+    RunStatus.AWAITING_APPROVAL: frozenset({RunStatus.PROMOTED, RunStatus.REJECTED}),
+}
+
+
+class ModelKind(str, Enum):
+    """A base model, or a LoRA adapter trained on one."""
+
+    BASE = "base"
+    ADAPTER = "adapter"
+
+
+class Run(Base):
+    """One pipeline run (a night, or a manual ``--run-now``)."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    night_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    profile: Mapped[str | None] = mapped_column(String(64))
+    config_path: Mapped[str | None] = mapped_column(Text)
+    config_snapshot: Mapped[str] = mapped_column(Text)
+    dataset_sha256: Mapped[str | None] = mapped_column(String(64))
+    dataset_examples: Mapped[int | None] = mapped_column(Integer)
+    run_dir: Mapped[str | None] = mapped_column(Text)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    log_path: Mapped[str | None] = mapped_column(Text)
+    report_path: Mapped[str | None] = mapped_column(Text)
+    champion_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    challenger_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    decision: Mapped[str | None] = mapped_column(Text)
+    """JSON of the gate's Decision (every number and reason)."""
+    progress: Mapped[str | None] = mapped_column(Text)
+    """JSON of the live progress (stage, iteration/total, loss, ETA) for ``status``."""
+
+
+class RunStage(Base):
+    """One stage of a run, with its duration."""
+
+    __tablename__ = "run_stages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+
+
+class Model(Base):
+    """A model nightshift knows: the base, or base + a LoRA adapter."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    base_path: Mapped[str] = mapped_column(Text)
+    base_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    adapter_path: Mapped[str | None] = mapped_column(Text)
+    adapter_sha256: Mapped[str | None] = mapped_column(String(64))
+    parent_base_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    """The run that trained this adapter (no FK: runs also reference models)."""
+    mlx_version: Mapped[str | None] = mapped_column(String(32))
+    mlx_lm_version: Mapped[str | None] = mapped_column(String(32))
+    release_path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TrainMetric(Base):
+    """One training report from the child (every ``steps_per_report`` steps)."""
+
+    __tablename__ = "train_metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    iteration: Mapped[int] = mapped_column(Integer)
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    learning_rate: Mapped[float | None] = mapped_column(Float)
+    tokens_per_s: Mapped[float | None] = mapped_column(Float)
+    trained_tokens: Mapped[int | None] = mapped_column(Integer)
+    peak_memory_bytes: Mapped[int | None] = mapped_column(Integer)
+
+
+class EvalSet(Base):
+    """One model scored on one eval suite under one set of conditions.
+
+    ``fingerprint`` hashes (model, suite content, decoding, backend, judge): a
+    later night may reuse these results only on an exact match.
+    """
+
+    __tablename__ = "eval_sets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    reused_from: Mapped[int | None] = mapped_column(ForeignKey("eval_sets.id"))
+    held_out_loss: Mapped[float | None] = mapped_column(Float)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EvalResult(Base):
+    """One scored reply (one item, one sample) of an eval set."""
+
+    __tablename__ = "eval_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    eval_set_id: Mapped[int] = mapped_column(ForeignKey("eval_sets.id"), index=True)
+    category: Mapped[str] = mapped_column(String(128))
+    item_id: Mapped[str] = mapped_column(String(256))
+    sample: Mapped[int] = mapped_column(Integer, default=0)
+    score: Mapped[float] = mapped_column(Float)
+    empty: Mapped[bool] = mapped_column(Boolean, default=False)
+    parsed: Mapped[bool] = mapped_column(Boolean, default=True)
+    prompt: Mapped[str | None] = mapped_column(Text)
+    reply: Mapped[str | None] = mapped_column(Text)
+    gold: Mapped[str | None] = mapped_column(Text)
+    extracted: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Promotion(Base):
+    """Append-only log of champion changes; the newest row names the champion."""
+
+    __tablename__ = "promotions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    from_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    to_model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    release_path: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(Text)
+    decided_by: Mapped[str] = mapped_column(String(128))
+    """``auto`` for the gate, else the operator's name (``approve``, ``rollback``)."""
+
+
+class PreflightCheck(Base):
+    """One preflight check result, of a run or of an evening rehearsal."""
+
+    __tablename__ = "preflight_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    rehearsal_id: Mapped[int | None] = mapped_column(ForeignKey("rehearsals.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+    duration_s: Mapped[float] = mapped_column(Float)
+
+
+class Rehearsal(Base):
+    """An evening preflight rehearsal (preflight + smoke, no training)."""
+
+    __tablename__ = "rehearsals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    report: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,480 @@
+"""Queries over the registry. Every write is one short ``BEGIN IMMEDIATE`` transaction.
+
+Objects returned are detached ORM rows (attributes stay readable after the
+session closes). The champion is the ``to_model`` of the newest row of the
+append-only ``promotions`` table, so changing the champion and recording why is
+a single insert.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from daemon import clock
+from daemon.errors import RegistryError
+from daemon.registry.engine import REGISTRY_FILENAME, make_engine, upgrade_schema
+from daemon.registry.models import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    TRANSITIONS,
+    EvalResult,
+    EvalSet,
+    Model,
+    ModelKind,
+    PreflightCheck,
+    Promotion,
+    Rehearsal,
+    Run,
+    RunStage,
+    RunStatus,
+    TrainMetric,
+    Trigger,
+)
+
+
+class DuplicateNight(RegistryError):
+    """A run for this night key already exists (the nightly run is idempotent)."""
+
+
+class Registry:
+    """The registry of one state dir: ``<state_dir>/registry.sqlite``."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = Path(db_path)
+        self.engine = make_engine(self.db_path)
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Registry:
+        """Open (creating and migrating as needed) the registry of ``state_dir``.
+
+        Raises:
+            RegistryError: the schema cannot be brought to the current revision.
+        """
+        state_dir = Path(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        reg = cls(state_dir / REGISTRY_FILENAME)
+        upgrade_schema(reg.engine)
+        return reg
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    # ------------------------------------------------------------------ runs
+
+    def create_run(
+        self,
+        *,
+        trigger: Trigger,
+        config_snapshot: dict[str, Any],
+        config_path: str | None,
+        profile: str | None,
+        night_key: str | None = None,
+        pid: int | None = None,
+    ) -> Run:
+        """Insert a ``pending`` run.
+
+        Raises:
+            DuplicateNight: ``night_key`` is already taken by another run.
+        """
+        run = Run(
+            trigger=trigger.value,
+            status=RunStatus.PENDING.value,
+            night_key=night_key,
+            profile=profile,
+            config_path=config_path,
+            config_snapshot=json.dumps(config_snapshot, sort_keys=True),
+            created_at=clock.now(),
+            started_at=clock.now(),
+            pid=pid,
+        )
+        try:
+            with self._tx() as s:
+                s.add(run)
+        except IntegrityError as exc:
+            raise DuplicateNight(f"A run for night {night_key} already exists.") from exc
+        return run
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        """Set plain columns of a run (paths, fingerprints, progress JSON, ...)."""
+        for key in ("status", "id"):
+            if key in fields:
+                raise ValueError(f"use transition() to change {key}")
+        with self._tx() as s:
+            s.execute(update(Run).where(Run.id == run_id).values(**fields))
+
+    def transition(self, run_id: int, to: RunStatus, *, reason: str | None = None) -> None:
+        """Move a run along the state machine (see :data:`TRANSITIONS`).
+
+        ``failed`` and ``interrupted`` are reachable from every active state.
+
+        Raises:
+            RegistryError: the run does not exist or the transition is illegal.
+        """
+        with self._tx() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise RegistryError(f"No run {run_id} in the registry.")
+            current = RunStatus(run.status)
+            allowed = TRANSITIONS.get(current, frozenset())
+            if to in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+                ok = current in ACTIVE_STATUSES
+            else:
+                ok = to in allowed
+            if not ok:
+                raise RegistryError(f"Run {run_id} cannot go from {current.value} to {to.value}.")
+            run.status = to.value
+            if reason is not None:
+                run.failure_reason = reason
+            if to in FINAL_STATUSES:
+                run.finished_at = clock.now()
+                run.progress = None
+
+    def get_run(self, run_id: int) -> Run:
+        """The run with this id.
+
+        Raises:
+            RegistryError: no such run.
+        """
+        with self._tx() as s:
+            run = s.get(Run, run_id)
+        if run is None:
+            raise RegistryError(f"No run {run_id} in the registry (see `nightshift history`).")
+        return run
+
+    def runs(self, limit: int = 50) -> list[Run]:
+        """The newest runs first."""
+        with self._tx() as s:
+            return list(s.scalars(select(Run).order_by(Run.id.desc()).limit(limit)))
+
+    def last_run(self) -> Run | None:
+        """The newest run, or None."""
+        rows = self.runs(limit=1)
+        return rows[0] if rows else None
+
+    def active_run(self) -> Run | None:
+        """The newest run in an active state, or None."""
+        with self._tx() as s:
+            return s.scalars(
+                select(Run)
+                .where(Run.status.in_([st.value for st in ACTIVE_STATUSES]))
+                .order_by(Run.id.desc())
+                .limit(1)
+            ).first()
+
+    def night_run(self, night_key: str) -> Run | None:
+        """The run recorded for a night key, or None."""
+        with self._tx() as s:
+            return s.scalars(select(Run).where(Run.night_key == night_key)).first()
+
+    def mark_abandoned_runs(self, reason: str) -> list[int]:
+        """Mark runs left active by a dead process as ``interrupted``.
+
+        Call only while holding the run lock (so no live run is affected).
+
+        Returns:
+            The ids of the runs changed.
+        """
+        with self._tx() as s:
+            rows = list(
+                s.scalars(select(Run).where(Run.status.in_([st.value for st in ACTIVE_STATUSES])))
+            )
+            for run in rows:
+                run.status = RunStatus.INTERRUPTED.value
+                run.failure_reason = reason
+                run.finished_at = clock.now()
+                run.progress = None
+            return [r.id for r in rows]
+
+    # ---------------------------------------------------------------- stages
+
+    def start_stage(self, run_id: int, stage: str) -> int:
+        """Record a stage's start; returns the stage row id."""
+        row = RunStage(run_id=run_id, stage=stage, started_at=clock.now())
+        with self._tx() as s:
+            s.add(row)
+        return row.id
+
+    def finish_stage(self, stage_id: int, *, duration_s: float, outcome: str) -> None:
+        """Record a stage's end, its duration (seconds, monotonic) and outcome."""
+        with self._tx() as s:
+            s.execute(
+                update(RunStage)
+                .where(RunStage.id == stage_id)
+                .values(finished_at=clock.now(), duration_s=duration_s, outcome=outcome)
+            )
+
+    def stages(self, run_id: int) -> list[RunStage]:
+        """The stages of a run in order."""
+        with self._tx() as s:
+            return list(s.scalars(select(RunStage).where(RunStage.run_id == run_id).order_by(RunStage.id)))
+
+    # ---------------------------------------------------------------- models
+
+    def base_model(self, base_path: str, base_sha256: str, *, mlx_version: str | None, mlx_lm_version: str | None) -> Model:
+        """The base model row for this content hash, created on first sight."""
+        with self._tx() as s:
+            row = s.scalars(
+                select(Model).where(Model.kind == ModelKind.BASE.value, Model.base_sha256 == base_sha256)
+            ).first()
+            if row is None:
+                row = Model(
+                    kind=ModelKind.BASE.value,
+                    base_path=base_path,
+                    base_sha256=base_sha256,
+                    mlx_version=mlx_version,
+                    mlx_lm_version=mlx_lm_version,
+                    created_at=clock.now(),
+                )
+                s.add(row)
+            return row
+
+    def add_adapter_model(
+        self,
+        *,
+        base: Model,
+        adapter_path: str,
+        adapter_sha256: str,
+        run_id: int,
+        mlx_version: str | None,
+        mlx_lm_version: str | None,
+    ) -> Model:
+        """Record a trained adapter on ``base``."""
+        row = Model(
+            kind=ModelKind.ADAPTER.value,
+            base_path=base.base_path,
+            base_sha256=base.base_sha256,
+            adapter_path=adapter_path,
+            adapter_sha256=adapter_sha256,
+            parent_base_id=base.id,
+            run_id=run_id,
+            mlx_version=mlx_version,
+            mlx_lm_version=mlx_lm_version,
+            created_at=clock.now(),
+        )
+        with self._tx() as s:
+            s.add(row)
+        return row
+
+    def get_model(self, model_id: int) -> Model:
+        """The model with this id.
+
+        Raises:
+            RegistryError: no such model.
+        """
+        with self._tx() as s:
+            row = s.get(Model, model_id)
+        if row is None:
+            raise RegistryError(f"No model {model_id} in the registry.")
+        return row
+
+    # ------------------------------------------------------------ champion
+
+    def champion(self) -> tuple[Promotion, Model] | None:
+        """The newest promotion and its model, or None before the first promotion."""
+        with self._tx() as s:
+            promo = s.scalars(select(Promotion).order_by(Promotion.id.desc()).limit(1)).first()
+            if promo is None:
+                return None
+            model = s.get(Model, promo.to_model_id)
+            assert model is not None
+            return promo, model
+
+    def record_promotion(
+        self,
+        *,
+        run_id: int | None,
+        from_model_id: int | None,
+        to_model_id: int,
+        release_path: str,
+        reason: str,
+        decided_by: str,
+        finish_run: bool = True,
+        swap: Callable[[], Callable[[], None]] | None = None,
+    ) -> Promotion:
+        """Append to the promotion log (this changes the champion) and, in the
+        same transaction, move the run to ``promoted``.
+
+        Args:
+            swap: called inside the transaction just before commit (the
+                ``current`` symlink swap); returns an undo function that is
+                called if the commit fails, so link and registry agree.
+
+        Raises:
+            RegistryError: the run is not in a state that may be promoted.
+        """
+        promo = Promotion(
+            run_id=run_id,
+            from_model_id=from_model_id,
+            to_model_id=to_model_id,
+            release_path=release_path,
+            decided_at=clock.now(),
+            reason=reason,
+            decided_by=decided_by,
+        )
+        with self._tx() as s:
+            if run_id is not None and finish_run:
+                run = s.get(Run, run_id)
+                if run is None or RunStatus(run.status) not in (
+                    RunStatus.DECIDING,
+                    RunStatus.AWAITING_APPROVAL,
+                ):
+                    state = run.status if run else "missing"
+                    raise RegistryError(f"Run {run_id} cannot be promoted from state {state}.")
+                run.status = RunStatus.PROMOTED.value
+                run.finished_at = clock.now()
+                run.progress = None
+            s.add(promo)
+            model = s.get(Model, to_model_id)
+            if model is not None and model.release_path is None:
+                model.release_path = release_path
+            s.flush()
+            undo = swap() if swap is not None else None
+            try:
+                s.commit()
+            except BaseException:
+                if undo is not None:
+                    undo()
+                raise
+        return promo
+
+    def promotions(self) -> list[Promotion]:
+        """The whole promotion log, oldest first."""
+        with self._tx() as s:
+            return list(s.scalars(select(Promotion).order_by(Promotion.id)))
+
+    # ------------------------------------------------------------- metrics
+
+    def add_train_metrics(self, run_id: int, rows: Iterable[dict[str, Any]]) -> int:
+        """Insert training reports (keys: iteration, train_loss, val_loss,
+        learning_rate, tokens_per_s, trained_tokens, peak_memory_bytes).
+
+        Returns:
+            The number of rows inserted.
+        """
+        objs = [TrainMetric(run_id=run_id, **row) for row in rows]
+        if objs:
+            with self._tx() as s:
+                s.add_all(objs)
+        return len(objs)
+
+    def train_metrics(self, run_id: int) -> list[TrainMetric]:
+        """All training reports of a run, in arrival order."""
+        with self._tx() as s:
+            return list(s.scalars(select(TrainMetric).where(TrainMetric.run_id == run_id).order_by(TrainMetric.id)))
+
+    # ---------------------------------------------------------------- evals
+
+    def add_eval_set(
+        self,
+        *,
+        run_id: int,
+        model_id: int,
+        role: str,
+        fingerprint: str,
+        results: Iterable[dict[str, Any]],
+        held_out_loss: float | None = None,
+        duration_s: float | None = None,
+        reused_from: int | None = None,
+    ) -> EvalSet:
+        """Record one model's scores on the suite (one row per item and sample)."""
+        es = EvalSet(
+            run_id=run_id,
+            model_id=model_id,
+            role=role,
+            fingerprint=fingerprint,
+            held_out_loss=held_out_loss,
+            duration_s=duration_s,
+            reused_from=reused_from,
+            created_at=clock.now(),
+        )
+        with self._tx() as s:
+            s.add(es)
+            s.flush()
+            s.add_all(EvalResult(eval_set_id=es.id, **r) for r in results)
+        return es
+
+    def find_cached_eval_set(self, model_id: int, fingerprint: str) -> EvalSet | None:
+        """The newest freshly scored (not itself reused) eval set of ``model_id``
+        with exactly this fingerprint, or None."""
+        with self._tx() as s:
+            return s.scalars(
+                select(EvalSet)
+                .where(
+                    EvalSet.model_id == model_id,
+                    EvalSet.fingerprint == fingerprint,
+                    EvalSet.reused_from.is_(None),
+                )
+                .order_by(EvalSet.id.desc())
+                .limit(1)
+            ).first()
+
+    def eval_sets(self, run_id: int) -> list[EvalSet]:
+        """The eval sets recorded for a run."""
+        with self._tx() as s:
+            return list(s.scalars(select(EvalSet).where(EvalSet.run_id == run_id).order_by(EvalSet.id)))
+
+    def eval_results(self, eval_set_id: int) -> list[EvalResult]:
+        """The per-item results of an eval set."""
+        with self._tx() as s:
+            return list(
+                s.scalars(select(EvalResult).where(EvalResult.eval_set_id == eval_set_id).order_by(EvalResult.id))
+            )
+
+    # ------------------------------------------------------------ preflight
+
+    def record_preflight(self, run_id: int, checks: Iterable[dict[str, Any]]) -> None:
+        """Store a run's preflight check results (name, level, message, duration_s)."""
+        with self._tx() as s:
+            s.add_all(PreflightCheck(run_id=run_id, **_check_fields(c)) for c in checks)
+
+    def preflight_checks(self, run_id: int) -> list[PreflightCheck]:
+        """The preflight results of a run."""
+        with self._tx() as s:
+            return list(s.scalars(select(PreflightCheck).where(PreflightCheck.run_id == run_id).order_by(PreflightCheck.id)))
+
+    def record_rehearsal(self, report: dict[str, Any]) -> int:
+        """Store an evening rehearsal's preflight report (``PreflightReport.to_dict()``)."""
+        checks = report.get("checks", [])
+        ok = bool(report.get("ok", all(c.get("level") != "fail" for c in checks)))
+        row = Rehearsal(created_at=clock.now(), ok=ok, report=json.dumps(report, default=str))
+        with self._tx() as s:
+            s.add(row)
+            s.flush()
+            s.add_all(PreflightCheck(rehearsal_id=row.id, **_check_fields(c)) for c in checks)
+        return row.id
+
+    def last_rehearsal(self) -> dict[str, Any] | None:
+        """The newest rehearsal as ``{"id", "created_at", "ok", "report"}``, or None."""
+        with self._tx() as s:
+            row = s.scalars(select(Rehearsal).order_by(Rehearsal.id.desc()).limit(1)).first()
+        if row is None:
+            return None
+        return {"id": row.id, "created_at": row.created_at.isoformat(), "ok": row.ok, "report": json.loads(row.report)}
+
+    def count_runs(self) -> int:
+        """How many runs the registry holds."""
+        with self._tx() as s:
+            return int(s.scalar(select(func.count(Run.id))) or 0)
+
+
+def _check_fields(check: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": str(check["name"]),
+        "level": str(check["level"]),
+        "message": str(check["message"]),
+        "duration_s": float(check.get("duration_s", 0.0)),
+    }

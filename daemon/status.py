@@ -1,0 +1,110 @@
+"""``nightshift status``: champion, last run, run in progress, daemon and schedule."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from daemon import clock
+from daemon.config import Config
+from daemon.lock import read_lock_holder
+from daemon.promote import current_target
+from daemon.registry import Registry
+from daemon.worker.env import blas_description
+
+
+def collect_status(cfg: Config) -> dict[str, Any]:
+    """A JSON-ready status object.
+
+    Keys: ``champion`` (null or ``{run_id, model_id, release, promoted_at,
+    decided_by}``), ``last_run`` (null or ``{id, status, trigger, started_at,
+    finished_at, failure_reason, report}``), ``running`` (null or the live
+    progress of the run holding the lock: ``{run_id, pid, stage, iteration,
+    total, train_loss, eta_s, ...}``), ``current`` (resolved release path or
+    null), ``blas``, plus the scheduler's ``daemon``, ``next_run``,
+    ``next_rehearsal`` and ``rehearsal``.
+    """
+    from daemon.scheduler import schedule_status
+
+    state_dir = cfg.paths.state_dir
+    registry = Registry.open(state_dir)
+    try:
+        champ = registry.champion()
+        last = registry.last_run()
+        holder = read_lock_holder(state_dir)
+        running = None
+        if holder is not None:
+            running = {"run_id": holder.get("run_id"), "pid": holder.get("pid")}
+            if holder.get("run_id") is not None:
+                run = registry.get_run(int(holder["run_id"]))
+                running.update(json.loads(run.progress or "{}"))
+        target = current_target(state_dir)
+        out: dict[str, Any] = {
+            "champion": None
+            if champ is None
+            else {
+                "run_id": champ[0].run_id,
+                "model_id": champ[1].id,
+                "release": champ[0].release_path,
+                "promoted_at": champ[0].decided_at.isoformat(),
+                "decided_by": champ[0].decided_by,
+            },
+            "last_run": None
+            if last is None
+            else {
+                "id": last.id,
+                "status": last.status,
+                "trigger": last.trigger,
+                "started_at": last.started_at.isoformat() if last.started_at else None,
+                "finished_at": last.finished_at.isoformat() if last.finished_at else None,
+                "failure_reason": last.failure_reason,
+                "report": last.report_path,
+            },
+            "running": running,
+            "current": str(target) if target else None,
+            "state_dir": str(state_dir),
+            "blas": blas_description(),
+        }
+        out.update(schedule_status(cfg, clock.now(), registry))
+        return out
+    finally:
+        registry.close()
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """Human-readable lines for the terminal."""
+    lines = []
+    champ = status["champion"]
+    lines.append(
+        "champion:   base model (nothing promoted yet)"
+        if champ is None
+        else f"champion:   run {champ['run_id']} (promoted {champ['promoted_at']} by {champ['decided_by']})"
+    )
+    lines.append(f"current:    {status['current'] or '-'}")
+    last = status["last_run"]
+    if last is None:
+        lines.append("last run:   none")
+    else:
+        lines.append(f"last run:   {last['id']} {last['status']} ({last['trigger']}, started {last['started_at']})")
+        if last.get("failure_reason"):
+            lines.append(f"            reason: {last['failure_reason'].splitlines()[0]}")
+        if last.get("report"):
+            lines.append(f"            report: {last['report']}")
+    run = status.get("running")
+    if run:
+        bits = [f"run {run.get('run_id')}", f"pid {run.get('pid')}", str(run.get("stage", "starting"))]
+        if run.get("total"):
+            bits.append(f"iteration {run.get('iteration')}/{run.get('total')}")
+        if run.get("train_loss") is not None:
+            bits.append(f"loss {run['train_loss']:.3f}")
+        if run.get("eta_s") is not None:
+            bits.append(f"ETA {run['eta_s']:.0f} s")
+        lines.append("running:    " + ", ".join(bits))
+    daemon = status.get("daemon") or {}
+    lines.append(f"daemon:     {'running, pid ' + str(daemon.get('pid')) if daemon.get('running') else 'not running'}")
+    lines.append(f"next run:   {status.get('next_run') or '- (start the daemon: nightshift start, or install the LaunchAgent)'}")
+    reh = status.get("rehearsal")
+    if reh:
+        lines.append(f"rehearsal:  {'passed' if reh.get('ok') else 'FAILED'} at {reh.get('created_at')}")
+    lines.append(f"BLAS:       {status['blas']}")
+    return "\n".join(lines)

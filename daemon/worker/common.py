@@ -1,0 +1,92 @@
+"""Helpers shared by the worker children: parent watch, JSON lines, results."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BAD_REQUEST = 2
+EXIT_NONFINITE = 3
+EXIT_ORPHANED = 4
+
+PARENT_POLL_S = 1.0
+"""How often a child checks that its parent is alive (seconds)."""
+
+
+def watch_parent(poll_s: float = PARENT_POLL_S) -> None:
+    """Exit this process when the parent that started it dies.
+
+    ``kill -9`` of the daemon must not leave a trainer holding tens of GB: a
+    daemon thread polls ``os.getppid()`` and hard-exits once it changes
+    (re-parented to init/launchd).
+    """
+    parent = os.getppid()
+
+    def _watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=_watch, name="parent-watch", daemon=True).start()
+
+
+class JsonLines:
+    """Append-only JSON lines file, flushed and fsynced per record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the object
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record (``time`` in Unix seconds is added)."""
+        record = {"time": time.time(), **record}
+        self._fh.write(json.dumps(record, allow_nan=True) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        """Close the file."""
+        self._fh.close()
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_request(argv: list[str]) -> dict[str, Any]:
+    """Load the JSON request named by the single command-line argument."""
+    if len(argv) != 2:
+        print(f"usage: python -m {argv[0]} REQUEST.json", file=sys.stderr)
+        sys.exit(EXIT_BAD_REQUEST)
+    return json.loads(Path(argv[1]).read_text(encoding="utf-8"))
+
+
+def versions() -> dict[str, str]:
+    """Installed mlx and mlx-lm versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("mlx", "mlx-lm"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Parse a JSONL file (already validated by preflight)."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
