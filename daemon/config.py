@@ -374,7 +374,7 @@ def _coerce(tp: Any, value: Any, key: str, problems: list[str], base_dir: Path, 
             problems.append(f"{key}: must be {_describe(tp)}, got {type(value).__name__} {value!r}")
             return value
         return [_coerce(item_tp, v, f"{key}[{i}]", problems, base_dir, {}) for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             problems.append(f"{key}: must be a mapping, got {type(value).__name__} {value!r}")
             return tp()
@@ -442,6 +442,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str], ba
         if name not in data:
             if hints[name] is Path:  # defaults are relative to the config file too
                 out[name] = base_dir / f.default  # type: ignore[operator]
+            elif isinstance(hints[name], type) and dataclasses.is_dataclass(hints[name]):
+                # a missing section: its defaults, with paths resolved
+                section: type = hints[name]
+                out[name] = section(**_build(section, {}, prefix + name + ".", problems, base_dir))
             continue
         out[name] = _coerce(hints[name], data[name], prefix + name, problems, base_dir, dict(f.metadata))
     return out

@@ -49,3 +49,18 @@ class Interrupted(NightshiftError):
 
 class RegistryError(NightshiftError):
     """The registry cannot be opened or migrated, or a lookup found nothing."""
+
+
+class SuiteError(NightshiftError):
+    """The eval suite file, or an items/schema file it names, is missing or invalid.
+
+    Attributes:
+        problems: every problem found, each naming the key path
+            (``categories[2].items[5].gold``) or ``file:line`` and what to do.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = problems or []
+        if self.problems:
+            message = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message)

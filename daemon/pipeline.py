@@ -215,7 +215,7 @@ class _Night:
         return train_challenger(
             self.cfg,
             self.run_dir,
-            on_metrics=lambda rows: self.registry.add_train_metrics(self.run_id, rows),
+            on_metrics=lambda rows: None if self.registry.add_train_metrics(self.run_id, rows) else None,
             on_progress=on_progress,
             on_start=lambda pid: self.registry.update_run(self.run_id, log_path=str(self.run_dir / "train.log")),
         )

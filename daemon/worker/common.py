@@ -87,6 +87,10 @@ def versions() -> dict[str, str]:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Parse a JSONL file (already validated by preflight)."""
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """Read a chat JSONL file as preflight sees it: typed text blocks joined into
+    strings (:func:`daemon.dataset.read_chat_jsonl`), rejected lines left out
+    (preflight already failed the run on those)."""
+    from daemon.dataset import read_chat_jsonl
+
+    examples, _findings = read_chat_jsonl(path)
+    return [ex.record() for ex in examples]

@@ -55,7 +55,7 @@ def build_lr(req: dict[str, Any]) -> Any:
     if name == "constant" and not warmup:
         return lr
     if name == "cosine":
-        spec = {"name": "cosine_decay", "arguments": [lr, decay_steps, float(req["min_learning_rate"])]}
+        spec: dict[str, Any] = {"name": "cosine_decay", "arguments": [lr, decay_steps, float(req["min_learning_rate"])]}
     elif name == "linear":
         spec = {"name": "linear_schedule", "arguments": [lr, float(req["min_learning_rate"]), decay_steps]}
     else:

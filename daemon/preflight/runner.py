@@ -1,0 +1,114 @@
+"""Run every preflight check in order and collect the results."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from daemon.config import Config
+from daemon.dataset import Example
+from daemon.errors import Interrupted
+from daemon.preflight import data, model, system
+from daemon.preflight.report import CheckResult, Level, PreflightReport
+from daemon.resources import ModelShape
+
+SMOKE_PREREQUISITES = ("config", "model.", "dataset.", "resources.memory")
+"""Checks whose failure makes the smoke test pointless (it is then not started)."""
+
+
+class _Context:
+    """Facts shared between checks, each computed once on first use."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.config_error: str | None = None
+        self.examples: dict[str, list[Example]] = {}
+
+    @functools.cached_property
+    def model_config(self) -> dict[str, Any] | None:
+        try:
+            return model.read_model_config(self.cfg.paths.base_model)
+        except model.ModelFileError as exc:
+            self.config_error = str(exc)
+            return None
+
+    @functools.cached_property
+    def weights(self) -> model.WeightsScan:
+        return model.scan_weights(self.cfg.paths.base_model)
+
+    @property
+    def shape(self) -> ModelShape | None:
+        return ModelShape.from_config(self.model_config) if self.model_config else None
+
+    def dataset(self) -> list[CheckResult]:
+        results, self.examples = data.check_dataset(self.cfg)
+        return results
+
+
+def run_preflight(cfg: Config, *, smoke: bool = False, holding_lock: bool = False) -> PreflightReport:
+    """Run every check and return all results; never raises on bad input.
+
+    A check that raises is reported as ``fail`` with the exception's message.
+    Without ``smoke`` no weights are loaded and mlx is not imported: the model
+    checks read ``config.json``, the safetensors headers and the tokenizer
+    files only.
+
+    Args:
+        cfg: the validated config.
+        smoke: also run the smoke child (:mod:`daemon.preflight.smoke`); it is
+            skipped, with a warning, when a model, dataset or memory check failed.
+        holding_lock: the caller holds the run lock itself, so the lock check passes.
+
+    Raises:
+        Interrupted: a shutdown was requested during the smoke test.
+    """
+    started = time.monotonic()
+    ctx = _Context(cfg)
+    results: list[CheckResult] = []
+    raw_smoke: dict[str, Any] | None = None
+
+    def run(name: str, check: Callable[[], list[CheckResult]]) -> None:
+        tic = time.monotonic()
+        try:
+            out = check()
+        except Interrupted:
+            raise
+        except Exception as exc:  # a broken check must not hide the others
+            out = [CheckResult(name, Level.FAIL, f"check crashed: {type(exc).__name__}: {exc}", 0.0)]
+        elapsed = time.monotonic() - tic
+        results.extend(dataclasses.replace(r, duration_s=elapsed) for r in out)
+
+    run("config", lambda: model.check_config_consistency(cfg, ctx.model_config))
+    run("model", lambda: model.check_model(cfg, ctx.model_config, ctx.config_error, ctx.weights))
+    run("dataset", ctx.dataset)
+    run("dataset.tokens", lambda: data.check_token_lengths(cfg, ctx.examples))
+    run("resources.disk", lambda: system.check_disk(cfg, ctx.shape, ctx.weights.data_bytes))
+    run("resources.memory", lambda: system.check_memory(cfg, ctx.shape, ctx.weights.data_bytes))
+    run("resources.power", system.check_power)
+    run("resources.lock", lambda: system.check_lock(cfg.paths.state_dir, holding_lock))
+    run("serving", lambda: system.check_serving(cfg))
+    if smoke:
+        blockers = [r.name for r in results if r.level is Level.FAIL and r.name.startswith(SMOKE_PREREQUISITES)]
+        if blockers:
+            results.append(
+                CheckResult(
+                    "smoke",
+                    Level.WARN,
+                    f"not run: fix the failed checks first ({', '.join(dict.fromkeys(blockers))})",
+                    0.0,
+                )
+            )
+        else:
+
+            def _smoke() -> list[CheckResult]:
+                nonlocal raw_smoke
+                from daemon.preflight.smoke import run_smoke
+
+                raw_smoke, out = run_smoke(cfg)
+                return out
+
+            run("smoke", _smoke)
+    return PreflightReport(results, raw_smoke, time.monotonic() - started)

@@ -1,0 +1,188 @@
+"""Machine and neighbour checks: disk, memory, power, heat, the run lock, the server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon import resources
+from daemon.config import Config
+from daemon.lock import read_lock_holder
+from daemon.preflight.report import CheckResult, Level
+from daemon.resources import ModelShape, format_bytes
+
+
+def _result(name: str, level: Level, message: str, details: tuple[str, ...] = ()) -> CheckResult:
+    return CheckResult(name, level, message, 0.0, details)
+
+
+def check_disk(cfg: Config, shape: ModelShape | None, weights_bytes: int) -> list[CheckResult]:
+    """Free space under ``paths.state_dir`` against :func:`daemon.resources.estimate_run_disk`."""
+    t = cfg.training
+    if shape is None:
+        lora_params = 0
+        note = " (adapter size unknown: the model's config.json is unreadable)"
+    else:
+        lora_params = resources.lora_parameter_count(shape, t.lora.rank, t.lora.layers)
+        note = ""
+    est = resources.estimate_run_disk(
+        lora_params=lora_params,
+        iters=t.iters,
+        save_every=t.save_every,
+        fuse=cfg.promotion.fuse,
+        weights_bytes=weights_bytes,
+    )
+    free = resources.free_disk_bytes(cfg.paths.state_dir)
+    parts = (
+        f"adapter {format_bytes(est.adapter_bytes)}, {t.iters // t.save_every} checkpoints "
+        f"{format_bytes(est.checkpoint_bytes)}, release {format_bytes(est.release_bytes)}"
+        + (f", fused model {format_bytes(est.fused_bytes)}" if est.fused_bytes else "")
+    )
+    if est.total_bytes > free:
+        return [
+            _result(
+                "resources.disk",
+                Level.FAIL,
+                f"the run writes about {format_bytes(est.total_bytes)} ({parts}) but only {format_bytes(free)} "
+                f"is free under {cfg.paths.state_dir}; free space or raise training.save_every",
+            )
+        ]
+    return [
+        _result(
+            "resources.disk",
+            Level.OK,
+            f"{format_bytes(free)} free under {cfg.paths.state_dir}, run writes about "
+            f"{format_bytes(est.total_bytes)} ({parts}){note}",
+        )
+    ]
+
+
+def check_memory(cfg: Config, shape: ModelShape | None, weights_bytes: int) -> list[CheckResult]:
+    """Estimated peak training memory (:func:`daemon.resources.estimate_training_memory`)
+    against ``USABLE_MEMORY_SHARE`` of physical memory (fail) and what is free now (warn)."""
+    if shape is None:
+        return [_result("resources.memory", Level.WARN, "not estimated: the model's config.json is unreadable")]
+    t = cfg.training
+    est = resources.estimate_training_memory(
+        shape,
+        weights_bytes=weights_bytes,
+        rank=t.lora.rank,
+        lora_layers=t.lora.layers,
+        batch_size=t.batch_size,
+        seq_len_tokens=t.max_seq_len_tokens,
+        grad_checkpoint=t.grad_checkpoint,
+    )
+    mem = resources.memory_info()
+    usable = int(mem.total_bytes * resources.USABLE_MEMORY_SHARE)
+    parts = (
+        f"weights {format_bytes(est.weights_bytes)}, activations {format_bytes(est.activation_bytes)}, "
+        f"logits {format_bytes(est.logits_bytes)}, LoRA+Adam {format_bytes(est.lora_bytes)}"
+    )
+    need = f"training needs about {format_bytes(est.total_bytes)} ({parts})"
+    if est.total_bytes > usable:
+        hint = "" if t.grad_checkpoint else ", set training.grad_checkpoint: true"
+        return [
+            _result(
+                "resources.memory",
+                Level.FAIL,
+                f"{need}, over {resources.USABLE_MEMORY_SHARE:.0%} of this machine's {format_bytes(mem.total_bytes)}; "
+                f"lower training.batch_size or training.max_seq_len_tokens{hint}, or use a quantized model",
+            )
+        ]
+    if mem.available_bytes is not None and est.total_bytes > mem.available_bytes:
+        return [
+            _result(
+                "resources.memory",
+                Level.WARN,
+                f"{need} but only {format_bytes(mem.available_bytes)} is free now; close large apps before the night",
+            )
+        ]
+    return [_result("resources.memory", Level.OK, f"{need}; {format_bytes(mem.total_bytes)} installed")]
+
+
+def check_power() -> list[CheckResult]:
+    """macOS only: on AC power (``pmset -g batt``) and not thermally throttled (``pmset -g therm``)."""
+    batt = resources.read_pmset("batt")
+    if batt is None:
+        return [_result("resources.power", Level.OK, "power and heat not checked (not macOS or pmset unavailable)")]
+    out = []
+    power = resources.parse_power(batt)
+    if power.on_ac is False:
+        pct = f" at {power.battery_percent}%" if power.battery_percent is not None else ""
+        out.append(
+            _result(
+                "resources.power",
+                Level.WARN,
+                f"running on battery{pct}; plug in the Mac before the night (macOS throttles or sleeps on battery)",
+            )
+        )
+    else:
+        out.append(_result("resources.power", Level.OK, "on AC power"))
+    therm = resources.read_pmset("therm")
+    state = resources.parse_thermal(therm or "")
+    if therm is not None and state.throttled:
+        limit = f"CPU speed limit {state.cpu_speed_limit_pct}%" if state.cpu_speed_limit_pct is not None else ""
+        levels = [
+            f"{kind} warning level {lvl}"
+            for kind, lvl in (("thermal", state.thermal_warning_level), ("performance", state.performance_warning_level))
+            if lvl
+        ]
+        what = ", ".join(x for x in [limit, *levels] if x)
+        out.append(
+            _result(
+                "resources.thermal",
+                Level.WARN,
+                f"macOS reports thermal throttling ({what}); training will be slower: give the Mac air or check the fans",
+            )
+        )
+    else:
+        out.append(_result("resources.thermal", Level.OK, "no thermal throttling reported"))
+    return out
+
+
+def check_lock(state_dir: Path, holding_lock: bool) -> list[CheckResult]:
+    """Nobody else holds the run lock (``<state_dir>/run.lock``)."""
+    if holding_lock:
+        return [_result("resources.lock", Level.OK, "this run holds the run lock")]
+    holder = read_lock_holder(state_dir)
+    if holder is None:
+        return [_result("resources.lock", Level.OK, "run lock is free")]
+    run = holder.get("run_id")
+    who = f"run {run}" if run is not None else "a starting run"
+    return [
+        _result(
+            "resources.lock",
+            Level.FAIL,
+            f"the run lock ({state_dir / 'run.lock'}) is held by {who}, pid {holder.get('pid', '?')}; "
+            "wait for it (nightshift status) or stop it",
+        )
+    ]
+
+
+def check_serving(cfg: Config) -> list[CheckResult]:
+    """If ``serving.url`` is set, ``GET {url}/v1/models`` answers with a JSON model list (warn only)."""
+    url = cfg.serving.url
+    if not url:
+        return [_result("serving", Level.OK, "serving.url not set: no server to check")]
+    import httpx  # only when there is a server to ask: it costs ~50 ms to import
+    endpoint = url.rstrip("/") + "/v1/models"
+    try:
+        response = httpx.get(endpoint, timeout=cfg.serving.timeout_s)
+    except httpx.HTTPError as exc:
+        return [
+            _result(
+                "serving",
+                Level.WARN,
+                f"GET {endpoint} failed ({type(exc).__name__}: {exc}); start the server or fix serving.url",
+            )
+        ]
+    if response.status_code != 200:
+        return [
+            _result("serving", Level.WARN, f"GET {endpoint} answered HTTP {response.status_code}; check serving.url")
+        ]
+    try:
+        data = response.json().get("data", [])
+        ids = [str(m.get("id")) for m in data if isinstance(m, dict)]
+    except (ValueError, AttributeError):
+        return [_result("serving", Level.WARN, f"GET {endpoint} did not return an OpenAI model list; check serving.url")]
+    served = ", ".join(ids[:3]) + (f" (+{len(ids) - 3} more)" if len(ids) > 3 else "") if ids else "no models listed"
+    return [_result("serving", Level.OK, f"{endpoint} answers: {served}")]

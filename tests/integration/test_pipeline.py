@@ -1,0 +1,138 @@
+"""The real pipeline on a tiny model: real mlx-lm training child, real SQLite, real symlink swap."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from daemon.config import load_config
+from daemon.errors import PreflightFailed, TrainingFailed
+from daemon.pipeline import run_pipeline
+from daemon.registry import Registry, RunStatus
+
+
+def nightshift(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+def snapshot(state: Path) -> tuple[str | None, list[tuple]]:
+    link = os.readlink(state / "current") if (state / "current").is_symlink() else None
+    con = sqlite3.connect(state / "registry.sqlite")
+    try:
+        promos = con.execute("select id, to_model_id, release_path from promotions order by id").fetchall()
+        runs = con.execute("select id, status from runs where status in ('promoted','rejected') order by id").fetchall()
+    finally:
+        con.close()
+    return link, promos + runs
+
+
+def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_workspace: Path) -> None:
+    cfg_path = demo_workspace / "nightshift.yaml"
+    first = nightshift("-c", str(cfg_path), "--run-now")
+    assert first.returncode == 0, first.stderr
+    assert "run 1: promoted" in first.stdout
+    state = demo_workspace / "state"
+    assert os.readlink(state / "current") == "releases/run-0001"
+    release = state / "releases" / "run-0001"
+    assert (release / "adapters.safetensors").is_file() and (release / "model" / "config.json").is_file()
+    assert not os.access(release / "adapters.safetensors", os.W_OK) or os.geteuid() == 0
+    report = (state / "reports" / "run-0001.md").read_text()
+    assert "Promoted" in report and "sentiment" in report and "final train loss" in report
+
+    status = json.loads(nightshift("-c", str(cfg_path), "status", "--json").stdout)
+    assert status["champion"]["run_id"] == 1
+    assert status["last_run"] == {**status["last_run"], "id": 1, "status": "promoted"}
+
+    second = nightshift("-c", str(cfg_path), "run-now")
+    assert second.returncode == 0, second.stderr
+    reg = Registry.open(state)
+    try:
+        run2 = reg.get_run(2)
+        assert run2.champion_model_id == reg.get_run(1).challenger_model_id  # compared with the new champion
+        roles = {es.role: es for es in reg.eval_sets(2)}
+        assert roles["champion"].reused_from is not None  # cached: identical fingerprint
+        assert len(reg.train_metrics(1)) >= 6
+        assert reg.preflight_checks(1)
+    finally:
+        reg.close()
+    # the same data and seed give an equal challenger: a tie never promotes
+    assert run2.status == RunStatus.REJECTED.value
+    assert os.readlink(state / "current") == "releases/run-0001"
+
+
+def test_bad_dataset_line_fails_run_and_harms_nothing(demo_workspace: Path) -> None:
+    cfg = load_config(demo_workspace / "nightshift.yaml", "quick")
+    run_pipeline(cfg)
+    state = cfg.paths.state_dir
+    before = snapshot(state)
+    train = demo_workspace / "data" / "train.jsonl"
+    lines = train.read_text().splitlines()
+    lines[6] = '{"messages": [{"role": "user", "content": "hi"}'  # truncated JSON on line 7
+    train.write_text("\n".join(lines) + "\n")
+    with pytest.raises(PreflightFailed, match=r"train.jsonl line 7"):
+        run_pipeline(cfg)
+    assert snapshot(state) == before
+    reg = Registry.open(state)
+    try:
+        last = reg.last_run()
+        assert last is not None and last.status == "failed" and "train.jsonl line 7" in (last.failure_reason or "")
+        assert not (Path(last.run_dir or "") / "adapter").exists()  # training never started
+    finally:
+        reg.close()
+
+
+def test_missing_model_file_is_a_clear_cli_error(demo_workspace: Path) -> None:
+    (demo_workspace / "models" / "base" / "model.safetensors").unlink()
+    res = nightshift("-c", str(demo_workspace / "nightshift.yaml"), "--run-now")
+    assert res.returncode == 1
+    errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith("Error: Preflight failed")
+    assert "model.safetensors" in errors[0]
+    status = json.loads(nightshift("-c", str(demo_workspace / "nightshift.yaml"), "status", "--json").stdout)
+    assert status["last_run"]["status"] == "failed" and status["champion"] is None
+
+
+def test_malformed_config_is_recorded_as_failed_run(demo_workspace: Path, write_config: Callable[..., Path]) -> None:
+    path = write_config(rank=0, batch_size="many", learning_rate=-1)
+    res = nightshift("-c", str(path), "--run-now")
+    assert res.returncode == 1
+    line = res.stderr.strip()
+    assert line.startswith("Error: Invalid config") and "\n" not in line  # one line
+    for key in ("training.lora.rank", "training.batch_size", "training.learning_rate"):
+        assert key in line
+    reg = Registry.open(demo_workspace / "state")
+    try:
+        last = reg.last_run()
+        assert last is not None and last.status == "failed" and "training.lora.rank" in (last.failure_reason or "")
+    finally:
+        reg.close()
+
+
+def test_nonfinite_loss_aborts_training(demo_workspace: Path) -> None:
+    """Regression: mlx-lm has no NaN guard; a NaN run would exit 0 and save NaN adapters."""
+    import mlx.core as mx  # the test process may import mlx; the CLI process may not
+
+    weights = demo_workspace / "models" / "base" / "model.safetensors"
+    tensors = mx.load(str(weights))
+    name = next(k for k in tensors if k.endswith("mlp.down_proj.weight"))
+    tensors[name] = tensors[name] * mx.array(float("nan"))  # a broken engine: NaN activations
+    mx.save_safetensors(str(weights), tensors, metadata={"format": "mlx"})
+    cfg = load_config(demo_workspace / "nightshift.yaml", "quick")
+    with pytest.raises(TrainingFailed, match=r"Training aborted: .*loss became nan"):
+        run_pipeline(cfg)
+    assert not (cfg.paths.state_dir / "current").exists()
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        last = reg.last_run()
+        assert last is not None and last.status == "failed" and "log:" in (last.failure_reason or "")
+    finally:
+        reg.close()
