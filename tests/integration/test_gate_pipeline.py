@@ -1,0 +1,78 @@
+"""The gate inside the real pipeline: mislabelled data is rejected, manual policy, champion cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon.config import load_config
+from daemon.pipeline import finish_manual_decision, run_pipeline
+from daemon.registry import Registry, RunStatus
+
+
+def flip_labels(path: Path) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        answer = row["messages"][-1]
+        answer["content"] = "negative" if answer["content"] == "positive" else "positive"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_mislabelled_training_data_regresses_and_is_rejected(demo_workspace: Path) -> None:
+    flip_labels(demo_workspace / "data" / "train.jsonl")
+    flip_labels(demo_workspace / "data" / "valid.jsonl")
+    cfg = load_config(demo_workspace / "nightshift.yaml")
+    outcome = run_pipeline(cfg)
+    assert outcome.status == RunStatus.REJECTED
+    text = " ".join(outcome.reasons)
+    assert "FAILED superiority" in text
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        decision = json.loads(reg.get_run(outcome.run_id).decision or "{}")
+    finally:
+        reg.close()
+    sentiment = next(c for c in decision["categories"] if c["name"] == "sentiment")
+    assert sentiment["delta"] < -0.2  # the challenger learned the wrong labels
+    assert sentiment["verdict"] in ("regressed", "inconclusive") or sentiment["underpowered"]
+    assert not (cfg.paths.state_dir / "current").exists()
+    report = outcome.report_path.read_text() if outcome.report_path else ""
+    assert "Rejected" in report and "sentiment" in report
+
+
+def test_manual_policy_waits_for_approval(demo_workspace: Path, write_config: Callable[..., Path]) -> None:
+    write_config(policy="manual")
+    cfg = load_config(demo_workspace / "nightshift.yaml", "quick")
+    first = run_pipeline(cfg)
+    assert first.status == RunStatus.AWAITING_APPROVAL
+    assert not (cfg.paths.state_dir / "current").exists()
+    assert finish_manual_decision(cfg, first.run_id, approve=True, decided_by="alice") == "promoted"
+    assert os.readlink(cfg.paths.state_dir / "current") == f"releases/run-{first.run_id:04d}"
+    second = run_pipeline(cfg)
+    assert finish_manual_decision(cfg, second.run_id, approve=False, decided_by="bob") == "rejected"
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        promos = reg.promotions()
+        assert [p.decided_by for p in promos] == ["alice"]
+        assert reg.get_run(second.run_id).failure_reason.startswith("rejected by bob")  # type: ignore[union-attr]
+    finally:
+        reg.close()
+
+
+def test_champion_cache_reused_only_on_exact_fingerprint(demo_workspace: Path) -> None:
+    cfg = load_config(demo_workspace / "nightshift.yaml", "quick")
+    run_pipeline(cfg)  # night 1: base is champion
+    run_pipeline(cfg)  # night 2: champion = night 1's challenger, cached
+    suite = demo_workspace / "eval" / "sentiment_known.jsonl"
+    suite.write_text(suite.read_text().replace('"k000"', '"k000x"'))  # any change to the suite content
+    run_pipeline(cfg)  # night 3: must re-score the champion
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        night2 = {es.role: es for es in reg.eval_sets(2)}
+        night3 = {es.role: es for es in reg.eval_sets(3)}
+        assert night2["champion"].reused_from is not None
+        assert night3["champion"].reused_from is None
+        assert night3["champion"].fingerprint != night2["champion"].fingerprint
+    finally:
+        reg.close()
