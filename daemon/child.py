@@ -155,6 +155,13 @@ def run_worker(
             shutdown.wait(POLL_S)
         if on_poll is not None:
             on_poll()
+        if shutdown.stop_requested() and proc.returncode != 0:
+            # The signal reached the child too (systemd KillMode=control-group,
+            # Ctrl-C in a terminal): this is a shutdown, not a failed run.
+            raise Interrupted(
+                f"{shutdown.stop_reason() or 'shutdown requested'}; the {name} child (pid {proc.pid}) "
+                f"stopped with status {proc.returncode}"
+            )
         return ChildResult(
             returncode=proc.returncode if proc.returncode is not None else -9,
             duration_s=time.monotonic() - started,

@@ -98,10 +98,14 @@ def _run_now(config_path: str | None, profile: str | None) -> None:
     from daemon.logs import configure_logging
 
     configure_logging(cfg.paths.state_dir, console=False)
+    from daemon.scheduler import install_signal_handlers, restore_signal_handlers
+
     progress = TerminalProgress()
+    previous = install_signal_handlers()  # Ctrl-C/SIGTERM stop the child cleanly; run is `interrupted`
     try:
         outcome = run_pipeline(cfg, progress=progress)
     finally:
+        restore_signal_handlers(previous)
         progress.close()
     click.echo(f"run {outcome.run_id}: {outcome.status.value}")
     if outcome.report_path:

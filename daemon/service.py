@@ -293,7 +293,7 @@ def launchd_install_plan(cfg: Config, *, home: Path) -> ServicePlan:
             Command(["launchctl", "bootstrap", domain, str(path)]),
         ],
         notes=[
-            f"Loaded {label}: it starts now and at every login, and restarts after a crash.",
+            f"{label} starts when loaded and at every login, and restarts after a crash.",
             f"Daemon output: {launchd_log_dir(home)}; check it with: nightshift launchd status",
         ],
         require="launchctl",
@@ -308,7 +308,7 @@ def launchd_uninstall_plan(profile: str | None, *, home: Path) -> ServicePlan:
             Command(["launchctl", "bootout", f"{_gui_domain()}/{label}"], may_fail=True),
             RemoveFile(launchd_plist_path(label, home)),
         ],
-        notes=[f"Unloaded {label}."],
+        notes=[f"{label} is stopped and will not start at login."],
         require="launchctl",
     )
 
@@ -383,8 +383,7 @@ def systemd_install_plan(cfg: Config, *, home: Path) -> ServicePlan:
             Command(["systemctl", "--user", "enable", "--now", name]),
         ],
         notes=[
-            f"Enabled {name}.service: it starts now and with your user session, and "
-            "restarts after a crash.",
+            f"{name}.service starts now and with your user session, and restarts after a crash.",
             "So that it also runs while you are logged out (at 1 AM), run once: "
             "loginctl enable-linger $USER",
             f"Logs: journalctl --user -u {name}",
@@ -402,7 +401,7 @@ def systemd_uninstall_plan(profile: str | None, *, home: Path) -> ServicePlan:
             RemoveFile(systemd_unit_path(name, home)),
             Command(["systemctl", "--user", "daemon-reload"]),
         ],
-        notes=[f"Removed {name}.service."],
+        notes=[f"{name}.service is stopped and will not start again."],
         require="systemctl",
     )
 

@@ -19,7 +19,7 @@ import click
 from daemon.config import Config, load_config, resolve_config_path, resolve_profile
 from daemon.errors import NightshiftError
 from daemon.logs import configure_logging
-from daemon.scheduler import run_daemon
+from daemon.scheduler import load_schedule, run_daemon
 from daemon.service import (
     ServicePlan,
     execute_plan,
@@ -69,6 +69,7 @@ def start(config_path: str | None, profile: str | None) -> None:
     """
     cfg = _load(config_path, profile)
     try:
+        load_schedule(cfg)  # a bad cron or zone is reported before anything is written
         configure_logging(cfg.paths.state_dir)
         code = run_daemon(cfg)
     except NightshiftError as exc:

@@ -239,7 +239,7 @@ def test_start_with_a_bad_schedule_names_the_keys(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "schedule.cron: must be a crontab expression" in result.output
     assert "schedule.timezone: unknown IANA time zone" in result.output
-    assert not (tmp_path / "state" / PIDFILE_NAME).exists()
+    assert not (tmp_path / "state").exists()  # no pidfile, no log file
 
 
 # ---------------------------------------------------------------- pidfile
