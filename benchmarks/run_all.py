@@ -27,7 +27,9 @@ DEFAULT_TIMEOUT_S = 900.0
 
 def scripts(only: list[str] | None = None) -> list[Path]:
     """The benchmark scripts to run, sorted by name (``only``: stems or file names to keep)."""
-    found = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name and not p.name.startswith("_"))
+    found = sorted(
+        p for p in HERE.glob("*.py") if p.name != Path(__file__).name and not p.name.startswith("_")
+    )
     if only:
         wanted = {Path(n).stem for n in only}
         found = [p for p in found if p.stem in wanted]
@@ -67,8 +69,12 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the scripts; returns 0 when all of them exited 0."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these scripts (stem or file name)")
-    parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="limit per script (s)")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="run only these scripts (stem or file name)"
+    )
+    parser.add_argument(
+        "--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="limit per script (s)"
+    )
     args = parser.parse_args(argv)
 
     todo = scripts(args.only)
@@ -86,9 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(name) for name, _, _ in results)
     print(f"{'script':<{width}}  {'exit':>7}  {'time s':>7}  result")
     for name, status, duration in results:
-        print(f"{name:<{width}}  {status:>7}  {duration:>7.1f}  {'ok' if status == '0' else 'FAILED'}")
+        print(
+            f"{name:<{width}}  {status:>7}  {duration:>7.1f}  {'ok' if status == '0' else 'FAILED'}"
+        )
     failed = [name for name, status, _ in results if status != "0"]
-    print(f"{len(results) - len(failed)}/{len(results)} passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(
+        f"{len(results) - len(failed)}/{len(results)} passed"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from daemon import shutdown
 from daemon.errors import Interrupted
+from daemon.worker.common import PARENT_PID_ENV
 from daemon.worker.env import worker_env
 
 POLL_S = 0.5
@@ -129,7 +130,7 @@ def run_worker(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=worker_env(),
+            env=worker_env({PARENT_PID_ENV: str(os.getpid())}),
             cwd=work_dir,
         )
     from daemon.power import keep_awake
@@ -152,7 +153,10 @@ def run_worker(
                 break
             if on_poll is not None:
                 on_poll()
-            shutdown.wait(POLL_S)
+            try:  # wakes as soon as the child exits
+                proc.wait(timeout=POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
         if on_poll is not None:
             on_poll()
         if shutdown.stop_requested() and proc.returncode != 0:

@@ -16,6 +16,7 @@ EXIT_BAD_REQUEST = 2
 EXIT_NONFINITE = 3
 EXIT_ORPHANED = 4
 
+PARENT_PID_ENV = "NIGHTSHIFT_PARENT_PID"
 PARENT_POLL_S = 1.0
 """How often a child checks that its parent is alive (seconds)."""
 
@@ -25,9 +26,14 @@ def watch_parent(poll_s: float = PARENT_POLL_S) -> None:
 
     ``kill -9`` of the daemon must not leave a trainer holding tens of GB: a
     daemon thread polls ``os.getppid()`` and hard-exits once it changes
-    (re-parented to init/launchd).
+    (re-parented to init/launchd). The parent passes its pid in
+    ``$NIGHTSHIFT_PARENT_PID``: a parent killed before this thread starts
+    (the child already re-parented) is caught too.
     """
-    parent = os.getppid()
+    expected = os.environ.get(PARENT_PID_ENV)
+    parent = int(expected) if expected else os.getppid()
+    if os.getppid() != parent:
+        os._exit(EXIT_ORPHANED)
 
     def _watch() -> None:
         while True:
@@ -45,15 +51,22 @@ class JsonLines:
         self.path = Path(path)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the object
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record (``time`` in Unix seconds is added)."""
+    def write(self, record: dict[str, Any], *, sync: bool = False) -> None:
+        """Append one record (``time`` in Unix seconds is added).
+
+        Every record is flushed (the parent tails the file); ``sync=True`` also
+        fsyncs, for records that mark a finished unit of work.
+        """
         record = {"time": time.time(), **record}
         self._fh.write(json.dumps(record, allow_nan=True) + "\n")
         self._fh.flush()
-        os.fsync(self._fh.fileno())
+        if sync:
+            os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        """Close the file."""
+        """fsync and close the file."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
         self._fh.close()
 
 

@@ -71,7 +71,7 @@ def _evaluate(req: dict[str, Any], out: JsonLines) -> None:
                 out.write({"kind": "held_out", "model": key, "loss": _held_out_loss(model, tokenizer, req["held_out"])})
         finally:
             remove_adapters(model)
-        out.write({"kind": "model_done", "model": key, "duration_s": time.monotonic() - started})
+        out.write({"kind": "model_done", "model": key, "duration_s": time.monotonic() - started}, sync=True)
 
 
 def _prompt_tokens(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:

@@ -198,7 +198,7 @@ def _train(req: dict[str, Any], metrics: JsonLines, result_file: Path) -> int:
             **{k.replace("-", "_") + "_version": v for k, v in versions().items()},
         },
     )
-    metrics.write({"event": "end"})
+    metrics.write({"event": "end"}, sync=True)
     return EXIT_OK
 
 
