@@ -179,6 +179,14 @@ def run_worker(
             awake.terminate()
 
 
+def read_result_file(path: Path) -> dict[str, Any]:
+    """The JSON result a worker wrote, or ``{}`` when it wrote none (or a torn one)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 class JsonLinesTail:
     """Reads the JSON lines a child appends, a complete line at a time."""
 

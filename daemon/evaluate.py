@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.child import JsonLinesTail, run_worker
+from daemon.child import JsonLinesTail, read_result_file, run_worker
 from daemon.config import Config
 from daemon.errors import EvaluationFailed
 from daemon.gate import ModelScores
@@ -26,6 +26,8 @@ from daemon.scoring import ItemScore, category_scores, make_judge, score_loss, s
 from daemon.suite import Suite
 
 RESULTS_FILE = "eval_results.jsonl"
+RESULT_FIELDS = ("category", "item_id", "sample", "score", "empty", "parsed", "prompt", "reply", "gold", "extracted", "detail")
+"""The columns of a registry ``eval_results`` row that :func:`score_model` produces."""
 
 
 @dataclass(frozen=True)
@@ -249,11 +251,7 @@ def run_evaluation(
         on_start=on_start,
     )
     if result.returncode != 0:
-        reason = ""
-        try:
-            reason = json.loads((run_dir / "eval_result.json").read_text()).get("reason", "")
-        except (OSError, ValueError):
-            pass
+        reason = read_result_file(run_dir / "eval_result.json").get("reason", "")
         detail = f": {reason}" if reason else ""
         raise EvaluationFailed(f"Evaluation {result.describe()}{detail}. log: {result.log_path}")
     judges = {cat.name: make_judge(cat) for cat in suite.categories}

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,7 +28,15 @@ from daemon.errors import (
     NightshiftError,
     PreflightFailed,
 )
-from daemon.evaluate import EvalProgress, ModelEval, ModelRef, run_evaluation, scores_from_rows
+from daemon.evaluate import (
+    RESULT_FIELDS,
+    EvalProgress,
+    ModelEval,
+    ModelRef,
+    eval_fingerprint,
+    run_evaluation,
+    scores_from_rows,
+)
 from daemon.fingerprint import dataset_fingerprint, dir_sha256
 from daemon.gate import Decision, GatePolicy, decide_promotion
 from daemon.lock import RunLock
@@ -43,6 +52,21 @@ log = structlog.get_logger("nightshift")
 
 RUNS_DIR = "runs"
 MODEL_FILE_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.jinja", "*.txt", "*.tiktoken")
+
+
+@contextmanager
+def locked_registry(state_dir: Path) -> Iterator[tuple[RunLock, Registry]]:
+    """Hold the run lock and an open registry for a change to runs.
+
+    Raises:
+        RunLocked: another run holds the lock.
+    """
+    with RunLock(state_dir) as lock:
+        registry = Registry.open(state_dir)
+        try:
+            yield lock, registry
+        finally:
+            registry.close()
 
 
 class Progress(Protocol):
@@ -92,22 +116,18 @@ def run_pipeline(
         Interrupted: shutdown was requested; the run is ``interrupted``.
     """
     state_dir = cfg.paths.state_dir
-    with RunLock(state_dir) as lock:
-        registry = Registry.open(state_dir)
-        try:
-            registry.mark_abandoned_runs("its process died before it finished (found by the next run)")
-            run = registry.create_run(
-                trigger=trigger,
-                config_snapshot=cfg.to_dict(),
-                config_path=str(cfg.source) if cfg.source else None,
-                profile=cfg.profile,
-                night_key=night_key,
-                pid=os.getpid(),
-            )
-            lock.set_run_id(run.id)
-            return _Night(cfg, registry, run.id, progress).run()
-        finally:
-            registry.close()
+    with locked_registry(state_dir) as (lock, registry):
+        registry.mark_abandoned_runs("its process died before it finished (found by the next run)")
+        run = registry.create_run(
+            trigger=trigger,
+            config_snapshot=cfg.to_dict(),
+            config_path=str(cfg.source) if cfg.source else None,
+            profile=cfg.profile,
+            night_key=night_key,
+            pid=os.getpid(),
+        )
+        lock.set_run_id(run.id)
+        return _Night(cfg, registry, run.id, progress).run()
 
 
 class _Night:
@@ -251,8 +271,6 @@ class _Night:
         refs.append(self._ref("champion", champion_model))
         if champion_model.id != base.id:
             refs.append(self._ref("base", base))
-        from daemon.evaluate import eval_fingerprint
-
         to_score, reused = [], {}
         for ref in refs:
             fp = eval_fingerprint(self.cfg, suite, ref, versions)
@@ -285,10 +303,7 @@ class _Night:
             out[role] = ev
         for role, (cached, fp, rows) in reused.items():
             ref = next(r for r in refs if r.role == role)
-            row_dicts = [
-                {k: getattr(r, k) for k in ("category", "item_id", "sample", "score", "empty", "parsed", "prompt", "reply", "gold", "extracted", "detail")}
-                for r in rows
-            ]
+            row_dicts = [{k: getattr(r, k) for k in RESULT_FIELDS} for r in rows]
             self.registry.add_eval_set(
                 run_id=self.run_id,
                 model_id=ref.model_id,
@@ -410,25 +425,21 @@ def finish_manual_decision(cfg: Config, run_id: int, *, approve: bool, decided_b
     from daemon.errors import RegistryError
 
     who = decided_by or getpass.getuser()
-    with RunLock(cfg.paths.state_dir) as lock:
+    with locked_registry(cfg.paths.state_dir) as (lock, registry):
         lock.set_run_id(run_id)
-        registry = Registry.open(cfg.paths.state_dir)
-        try:
-            run = registry.get_run(run_id)
-            if run.status != RunStatus.AWAITING_APPROVAL.value:
-                raise RegistryError(f"Run {run_id} is {run.status}, not awaiting approval.")
-            decision = json.loads(run.decision or "{}")
-            gate = "gate recommended promotion" if decision.get("promote") else "gate recommended rejection"
-            if approve:
-                promote_run(cfg, registry, run_id, decided_by=who, reason=f"approved by {who} ({gate})")
-                result = RunStatus.PROMOTED
-            else:
-                registry.transition(run_id, RunStatus.REJECTED, reason=f"rejected by {who} ({gate})")
-                result = RunStatus.REJECTED
-            write_report(cfg, registry, run_id)
-            return result.value
-        finally:
-            registry.close()
+        run = registry.get_run(run_id)
+        if run.status != RunStatus.AWAITING_APPROVAL.value:
+            raise RegistryError(f"Run {run_id} is {run.status}, not awaiting approval.")
+        decision = json.loads(run.decision or "{}")
+        gate = "gate recommended promotion" if decision.get("promote") else "gate recommended rejection"
+        if approve:
+            promote_run(cfg, registry, run_id, decided_by=who, reason=f"approved by {who} ({gate})")
+            result = RunStatus.PROMOTED
+        else:
+            registry.transition(run_id, RunStatus.REJECTED, reason=f"rejected by {who} ({gate})")
+            result = RunStatus.REJECTED
+        write_report(cfg, registry, run_id)
+        return result.value
 
 
 def record_config_failure(config_path: Path, profile: str | None) -> int | None:
@@ -462,20 +473,16 @@ def record_config_failure(config_path: Path, profile: str | None) -> int | None:
     except ConfigError as exc:
         reason = str(exc)
     try:
-        with RunLock(state_dir) as lock:
-            registry = Registry.open(state_dir)
-            try:
-                run = registry.create_run(
-                    trigger=Trigger.MANUAL,
-                    config_snapshot={"invalid_config": str(config_path)},
-                    config_path=str(config_path),
-                    profile=profile,
-                    pid=os.getpid(),
-                )
-                lock.set_run_id(run.id)
-                registry.transition(run.id, RunStatus.FAILED, reason=reason)
-                return run.id
-            finally:
-                registry.close()
+        with locked_registry(state_dir) as (lock, registry):
+            run = registry.create_run(
+                trigger=Trigger.MANUAL,
+                config_snapshot={"invalid_config": str(config_path)},
+                config_path=str(config_path),
+                profile=profile,
+                pid=os.getpid(),
+            )
+            lock.set_run_id(run.id)
+            registry.transition(run.id, RunStatus.FAILED, reason=reason)
+            return run.id
     except (RunLocked, OSError, NightshiftError):
         return None

@@ -8,14 +8,13 @@ Success requires exit 0 *and* the adapter files *and* the metrics.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.child import JsonLinesTail, run_worker
+from daemon.child import JsonLinesTail, read_result_file, run_worker
 from daemon.config import Config
 from daemon.errors import TrainingFailed
 from daemon.worker.common import EXIT_NONFINITE
@@ -181,7 +180,7 @@ def train_challenger(
         on_poll=poll,
         on_start=on_start,
     )
-    child_result = _read_result(run_dir / "train_result.json")
+    child_result = read_result_file(run_dir / "train_result.json")
     log = result.log_path
     if result.returncode == EXIT_NONFINITE:
         raise TrainingFailed(
@@ -214,10 +213,3 @@ def train_challenger(
         mlx_lm_version=child_result.get("mlx_lm_version"),
         log_path=log,
     )
-
-
-def _read_result(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
