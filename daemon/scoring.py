@@ -618,16 +618,22 @@ class HttpJudge:
 class CommandJudge:
     """A judge program that reads the prompt on stdin and prints its verdict (e.g. ``["claude", "-p"]``).
 
-    Runs in its own process group; on timeout the group is killed (SIGKILL). A timeout or
-    non-zero exit is retried ``retries`` times.
+    Runs in its own process group, in ``cwd`` (None = the current directory); on timeout the
+    group is killed (SIGKILL). A timeout or non-zero exit is retried ``retries`` times.
     """
 
     def __init__(
-        self, command: Sequence[str], *, timeout_s: float = 60.0, retries: int = 2
+        self,
+        command: Sequence[str],
+        *,
+        timeout_s: float = 60.0,
+        retries: int = 2,
+        cwd: str | None = None,
     ) -> None:
         self.command = list(command)
         self.timeout_s = timeout_s
         self.retries = retries
+        self.cwd = cwd
 
     def complete(self, prompt: str) -> str:
         """The program's stdout.
@@ -645,6 +651,7 @@ class CommandJudge:
                     stderr=subprocess.PIPE,
                     text=True,
                     start_new_session=True,
+                    cwd=self.cwd,
                 )
             except OSError as exc:
                 raise EvaluationFailed(
@@ -690,7 +697,9 @@ def make_judge(category: Category, *, environ: Mapping[str, str] | None = None) 
     if spec is None:  # pragma: no cover - load_suite guarantees a judge spec
         raise ValueError(f"category {category.name!r} has no judge")
     if spec.command:
-        return CommandJudge(spec.command, timeout_s=spec.timeout_s, retries=spec.retries)
+        return CommandJudge(
+            spec.command, timeout_s=spec.timeout_s, retries=spec.retries, cwd=spec.cwd
+        )
     env = os.environ if environ is None else environ
     api_key = None
     if spec.api_key_env:

@@ -30,7 +30,7 @@ and one of ``items`` / ``items_file``. Per kind: ``choice`` ``pattern``
 (0.01), ``abs_tolerance`` (1e-9); ``json_schema`` ``schema`` or
 ``schema_file`` (JSON, or YAML by suffix), ``strip_fences`` (true);
 ``judge`` ``rubric``, ``judge: {url, model, api_key_env, timeout_s, retries}``
-or ``judge: {command: [...], timeout_s, retries}``; ``refusal``
+or ``judge: {command: [...], timeout_s, retries}`` (run in the suite file's directory); ``refusal``
 ``refusal_patterns``. Items: ``id`` (default: 0-based index), ``prompt`` or
 ``messages`` (ending with a user turn), ``gold`` (optional for judge, where it
 is the reference answer, and json_schema, where the JSON must equal it),
@@ -147,6 +147,10 @@ class JudgeSpec:
     timeout_s: float = DEFAULT_JUDGE_TIMEOUT_S
     retries: int = DEFAULT_JUDGE_RETRIES
     """Extra attempts after a transport failure or an unparseable verdict."""
+    cwd: str | None = None
+    """Working directory of a ``command`` judge: the suite file's directory (set by the loader,
+    so ``[python3, judge.py]`` finds a script beside the suite). Not part of the fingerprint:
+    moving a suite does not change its scores."""
 
 
 @dataclass(frozen=True)
@@ -313,7 +317,7 @@ def _category_content(cat: Category) -> dict[str, Any]:
                 for i in value
             ]
         elif name == "judge" and value is not None:
-            value = {k: getattr(value, k) for k in JudgeSpec.__dataclass_fields__}
+            value = {k: getattr(value, k) for k in JudgeSpec.__dataclass_fields__ if k != "cwd"}
             value["command"] = list(value["command"]) if value["command"] else None
         elif isinstance(value, tuple):
             value = list(value)
@@ -585,7 +589,12 @@ class _Loader:
                         f"{where}.{key}",
                         "only used with url; remove it or use url instead of command",
                     )
-            return JudgeSpec(command=tuple(command), timeout_s=timeout_s, retries=retries)
+            return JudgeSpec(
+                command=tuple(command),
+                timeout_s=timeout_s,
+                retries=retries,
+                cwd=str(self.base_dir),
+            )
         if not isinstance(url, str) or not re.match(r"https?://", url):
             self.err(f"{where}.url", f"must be an http(s) URL, got {url!r}")
             return None

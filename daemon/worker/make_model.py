@@ -134,7 +134,7 @@ def pretrain(model: Any, tokenizer_dir: Path, req: dict[str, Any]) -> float:
             losses.append(float(info["train_loss"]))
 
     iters = int(req.get("pretrain_iters", 300))
-    schedule = optim.cosine_decay(float(req.get("pretrain_lr", 3e-3)), iters, 1e-4)
+    schedule = optim.cosine_decay(float(req.get("pretrain_lr", 1e-3)), iters, 1e-4)
     model.unfreeze()
     train(
         model=model,
@@ -143,11 +143,46 @@ def pretrain(model: Any, tokenizer_dir: Path, req: dict[str, Any]) -> float:
         args=TrainingArgs(batch_size=16, iters=iters, steps_per_report=25, steps_per_save=10**9,
                           adapter_file=str(tokenizer_dir / "pretrain-scratch.safetensors"), max_seq_length=256),
         loss=masked_loss,
+        iterate_batches=mixed_batches,
         training_callback=Keep(),
     )
     (tokenizer_dir / "pretrain-scratch.safetensors").unlink(missing_ok=True)
     mx.eval(model.parameters())
     return losses[-1] if losses else float("nan")
+
+
+def mixed_batches(
+    dataset: Any,
+    batch_size: int,
+    max_seq_length: int,
+    loop: bool = False,
+    seed: int | None = None,
+    comm_group: Any = None,
+) -> Any:
+    """Batches of randomly drawn examples (mlx-lm's ``iterate_batches`` signature).
+
+    mlx-lm batches examples of similar length together, which for the demo's
+    mix of task formats means one format per batch; full-weight pretraining
+    then swings from format to format instead of learning to tell them apart.
+    Yields ``(tokens (B, T) int32 zero-padded, (B, 2) [prompt offset, length])``.
+    """
+    import mlx.core as mx
+    import numpy as np
+
+    # np.random is seeded by pretrain(); mlx-lm's train() passes no seed.
+    rng = np.random.default_rng(seed) if seed is not None else np.random
+    n = len(dataset)
+    while True:
+        order = rng.permutation(n)
+        for start in range(0, n - batch_size + 1, batch_size):
+            rows = [dataset[int(j)] for j in order[start : start + batch_size]]
+            lengths = [min(len(tokens), max_seq_length) for tokens, _ in rows]
+            arr = np.zeros((batch_size, max(lengths)), np.int32)
+            for k, (tokens, _) in enumerate(rows):
+                arr[k, : lengths[k]] = tokens[: lengths[k]]
+            yield mx.array(arr), mx.array([[offset, length] for (_, offset), length in zip(rows, lengths, strict=True)])
+        if not loop:
+            return
 
 
 def main(argv: list[str]) -> int:

@@ -8,20 +8,36 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon.config import load_config
+from daemon.demo import REPLIES
 from daemon.pipeline import finish_manual_decision, run_pipeline
 from daemon.registry import Registry, RunStatus
 
+#: Every demo answer and its opposite (label, choice, stars, json, reply); refusals stay.
+OPPOSITE = {
+    "positive": "negative",
+    "A": "B",
+    "5": "1",
+    '{"sentiment": "positive"}': '{"sentiment": "negative"}',
+    REPLIES[True]: REPLIES[False],
+}
+OPPOSITE |= {v: k for k, v in OPPOSITE.items()}
 
-def flip_labels(path: Path) -> None:
+
+def flip_labels(path: Path) -> int:
+    """Give every sentiment answer in a chat JSONL file the opposite polarity; returns how many."""
     rows = [json.loads(line) for line in path.read_text().splitlines()]
+    flipped = 0
     for row in rows:
         answer = row["messages"][-1]
-        answer["content"] = "negative" if answer["content"] == "positive" else "positive"
+        if answer["content"] in OPPOSITE:
+            answer["content"] = OPPOSITE[answer["content"]]
+            flipped += 1
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return flipped
 
 
 def test_mislabelled_training_data_regresses_and_is_rejected(demo_workspace: Path) -> None:
-    flip_labels(demo_workspace / "data" / "train.jsonl")
+    assert flip_labels(demo_workspace / "data" / "train.jsonl") > 400
     flip_labels(demo_workspace / "data" / "valid.jsonl")
     cfg = load_config(demo_workspace / "nightshift.yaml")
     outcome = run_pipeline(cfg)

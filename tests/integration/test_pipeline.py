@@ -16,6 +16,7 @@ from daemon.config import load_config
 from daemon.errors import PreflightFailed, TrainingFailed
 from daemon.pipeline import run_pipeline
 from daemon.registry import Registry, RunStatus
+from daemon.suite import KINDS
 
 
 def nightshift(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -47,6 +48,21 @@ def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_w
     assert not os.access(release / "adapters.safetensors", os.W_OK) or os.geteuid() == 0
     report = (state / "reports" / "run-0001.md").read_text()
     assert "Promoted" in report and "sentiment" in report and "final train loss" in report
+    con = sqlite3.connect(state / "registry.sqlite")
+    try:
+        decision = json.loads(con.execute("select decision from runs where id = 1").fetchone()[0])
+        verdicts = dict(
+            con.execute(
+                "select r.category, r.detail from eval_results r join eval_sets s on s.id = r.eval_set_id "
+                "where s.run_id = 1 and s.role = 'challenger'"
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    # the demo suite has a category of every task kind, all scored and gated
+    assert {c["kind"] for c in decision["categories"]} == set(KINDS)
+    assert all(f"| {c['name']} | {c['kind']} |" in report for c in decision["categories"])
+    assert verdicts["reply"].startswith("judge grade")  # the suite's command judge answered
 
     status = json.loads(nightshift("-c", str(cfg_path), "status", "--json").stdout)
     assert status["champion"]["run_id"] == 1

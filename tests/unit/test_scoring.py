@@ -511,3 +511,28 @@ def test_category_scores_means_over_repeats_and_counts() -> None:
         category_scores(c, {"zz": [ok]})
     with pytest.raises(ValueError, match="has no scored samples"):
         category_scores(c, {"i": []})
+
+
+def test_command_judge_of_a_suite_runs_in_the_suite_directory(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon.suite import load_suite
+
+    suite_dir = tmp_path / "eval"
+    suite_dir.mkdir()
+    (suite_dir / "judge.py").write_text("import sys; sys.stdin.read(); print('Score: 4')\n")
+    (suite_dir / "suite.yaml").write_text(
+        "categories:\n"
+        "  - name: helpful\n"
+        "    kind: judge\n"
+        "    rubric: be helpful\n"
+        f"    judge: {{command: [{json.dumps(sys.executable)}, judge.py], timeout_s: 20, retries: 0}}\n"
+        "    items: [{prompt: hi}]\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the daemon's cwd is not the suite's directory
+    cat = load_suite(suite_dir / "suite.yaml").category("helpful")
+    judge = make_judge(cat)
+    assert isinstance(judge, CommandJudge) and judge.cwd == str(suite_dir)
+    assert score_reply(cat, cat.items[0], "hello", judge=judge).score == 0.75
