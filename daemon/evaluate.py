@@ -14,6 +14,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from daemon.config import Config
 from daemon.errors import EvaluationFailed
 from daemon.gate import ModelScores
 from daemon.scoring import ItemScore, category_scores, make_judge, score_loss, score_reply
-from daemon.suite import Suite
+from daemon.suite import Category, Item, Suite
 
 RESULTS_FILE = "eval_results.jsonl"
 RESULT_FIELDS = ("category", "item_id", "sample", "score", "empty", "parsed", "prompt", "reply", "gold", "extracted", "detail")
@@ -142,14 +143,34 @@ def build_request(cfg: Config, suite: Suite, refs: Sequence[ModelRef], run_dir: 
     }
 
 
+def _score_all(cat: Category, todo: list[tuple[Item, int, dict[str, Any]]], judge: Any) -> list[ItemScore]:
+    """Scores for ``(item, sample, record)`` in order; judge calls run ``judge.concurrency`` at a time."""
+    if not cat.generates:
+        return [score_loss(float(rec["nll"])) for _, _, rec in todo]
+    workers = cat.judge.concurrency if cat.kind == "judge" and cat.judge is not None else 1
+    if workers <= 1 or len(todo) <= 1:
+        return [score_reply(cat, item, rec["reply"], judge=judge) for item, _, rec in todo]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"judge-{cat.name}") as pool:
+        futures = [pool.submit(score_reply, cat, item, rec["reply"], judge=judge) for item, _, rec in todo]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
 def score_model(suite: Suite, ref: ModelRef, records: list[dict[str, Any]], judges: dict[str, Any]) -> tuple[list[dict[str, Any]], ModelScores]:
     """Score one model's raw child records (replies and losses).
 
     Returns:
         ``(rows, scores)``: registry rows and the gate's :class:`ModelScores`.
 
+    Judge categories call their judge ``judge.concurrency`` items at a time; rows keep suite order.
+
     Raises:
-        EvaluationFailed: an item has no reply (the child's output is incomplete).
+        EvaluationFailed: an item has no reply (the child's output is incomplete), or a judge
+            could not be reached.
     """
     by_key = {(r["category"], r["item_id"], r.get("sample", 0)): r for r in records if r["kind"] in ("reply", "loss")}
     rows: list[dict[str, Any]] = []
@@ -157,36 +178,35 @@ def score_model(suite: Suite, ref: ModelRef, records: list[dict[str, Any]], judg
     for cat in suite.categories:
         per_item: dict[str, list[ItemScore]] = defaultdict(list)
         samples = cat.repeats if cat.generates else 1
+        todo = []
         for item in cat.items:
-            prompt_text = "\n".join(m["content"] for m in item.messages if m.get("role") == "user")
             for sample in range(samples):
                 rec = by_key.get((cat.name, item.id, sample))
                 if rec is None:
                     raise EvaluationFailed(
                         f"The eval child produced no result for {ref.role} {cat.name}/{item.id} sample {sample}."
                     )
-                if cat.generates:
-                    s = score_reply(cat, item, rec["reply"], judge=judges.get(cat.name))
-                    reply: str | None = rec["reply"]
-                else:
-                    s = score_loss(float(rec["nll"]))
-                    reply = None
-                per_item[item.id].append(s)
-                rows.append(
-                    {
-                        "category": cat.name,
-                        "item_id": item.id,
-                        "sample": sample,
-                        "score": s.score,
-                        "empty": s.empty,
-                        "parsed": s.parsed,
-                        "prompt": prompt_text,
-                        "reply": reply,
-                        "gold": None if item.gold is None else json.dumps(item.gold) if not isinstance(item.gold, str) else item.gold,
-                        "extracted": s.extracted,
-                        "detail": s.detail,
-                    }
-                )
+                todo.append((item, sample, rec))
+        scored = _score_all(cat, todo, judges.get(cat.name))
+        for (item, sample, rec), s in zip(todo, scored, strict=True):
+            prompt_text = "\n".join(m["content"] for m in item.messages if m.get("role") == "user")
+            reply: str | None = rec["reply"] if cat.generates else None
+            per_item[item.id].append(s)
+            rows.append(
+                {
+                    "category": cat.name,
+                    "item_id": item.id,
+                    "sample": sample,
+                    "score": s.score,
+                    "empty": s.empty,
+                    "parsed": s.parsed,
+                    "prompt": prompt_text,
+                    "reply": reply,
+                    "gold": None if item.gold is None else json.dumps(item.gold) if not isinstance(item.gold, str) else item.gold,
+                    "extracted": s.extracted,
+                    "detail": s.detail,
+                }
+            )
         categories[cat.name] = category_scores(cat, per_item)
     return rows, ModelScores(label=ref.role, categories=categories)
 

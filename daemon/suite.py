@@ -29,8 +29,9 @@ and one of ``items`` / ``items_file``. Per kind: ``choice`` ``pattern``
 (``\\b([ABCD])\\b``); ``label`` ``labels``; ``numeric`` ``rel_tolerance``
 (0.01), ``abs_tolerance`` (1e-9); ``json_schema`` ``schema`` or
 ``schema_file`` (JSON, or YAML by suffix), ``strip_fences`` (true);
-``judge`` ``rubric``, ``judge: {url, model, api_key_env, timeout_s, retries}``
-or ``judge: {command: [...], timeout_s, retries}`` (run in the suite file's directory); ``refusal``
+``judge`` ``rubric``, ``judge: {url, model, api_key_env, timeout_s, retries, concurrency}``
+or ``judge: {command: [...], timeout_s, retries, concurrency}`` (run in the suite file's
+directory; ``concurrency``, default 4, is how many judge calls run at once); ``refusal``
 ``refusal_patterns``. Items: ``id`` (default: 0-based index), ``prompt`` or
 ``messages`` (ending with a user turn), ``gold`` (optional for judge, where it
 is the reference answer, and json_schema, where the JSON must equal it),
@@ -72,6 +73,7 @@ DEFAULT_REL_TOLERANCE = 0.01
 DEFAULT_ABS_TOLERANCE = 1e-9
 DEFAULT_JUDGE_TIMEOUT_S = 60.0
 DEFAULT_JUDGE_RETRIES = 2
+DEFAULT_JUDGE_CONCURRENCY = 4
 #: Literal, case-insensitive phrases whose presence marks a reply as a refusal.
 #: Curly apostrophes in replies are normalised to ``'`` before matching.
 DEFAULT_REFUSAL_PATTERNS: tuple[str, ...] = (
@@ -124,7 +126,7 @@ _KIND_KEYS: dict[str, tuple[str, ...]] = {
     "loss": (),
 }
 _ITEM_KEYS = ("id", "prompt", "messages", "gold", "rubric")
-_JUDGE_KEYS = ("url", "model", "api_key_env", "command", "timeout_s", "retries")
+_JUDGE_KEYS = ("url", "model", "api_key_env", "command", "timeout_s", "retries", "concurrency")
 _TOP_KEYS = ("categories", "description")
 #: Kinds whose items need no ``gold`` (judge: optional reference answer;
 #: json_schema: optional exact JSON value the reply must equal).
@@ -147,6 +149,8 @@ class JudgeSpec:
     timeout_s: float = DEFAULT_JUDGE_TIMEOUT_S
     retries: int = DEFAULT_JUDGE_RETRIES
     """Extra attempts after a transport failure or an unparseable verdict."""
+    concurrency: int = DEFAULT_JUDGE_CONCURRENCY
+    """Judge calls in flight at once (threads in the daemon; one process each for a command)."""
     cwd: str | None = None
     """Working directory of a ``command`` judge: the suite file's directory (set by the loader,
     so ``[python3, judge.py]`` finds a script beside the suite). Not part of the fingerprint:
@@ -317,7 +321,7 @@ def _category_content(cat: Category) -> dict[str, Any]:
                 for i in value
             ]
         elif name == "judge" and value is not None:
-            value = {k: getattr(value, k) for k in JudgeSpec.__dataclass_fields__ if k != "cwd"}
+            value = {k: getattr(value, k) for k in JudgeSpec.__dataclass_fields__ if k not in ("cwd", "concurrency")}
             value["command"] = list(value["command"]) if value["command"] else None
         elif isinstance(value, tuple):
             value = list(value)
@@ -568,6 +572,7 @@ class _Loader:
         url, model, command = raw.get("url"), raw.get("model"), raw.get("command")
         timeout_s = self.number(raw, "timeout_s", where, DEFAULT_JUDGE_TIMEOUT_S, lo=0.1, hi=3600.0)
         retries = self.integer(raw, "retries", where, DEFAULT_JUDGE_RETRIES, lo=0, hi=20)
+        concurrency = self.integer(raw, "concurrency", where, DEFAULT_JUDGE_CONCURRENCY, lo=1, hi=64)
         api_key_env = self.string(raw, "api_key_env", where, None)
         if (url is None) == (command is None):
             self.err(where, "give either url (with model) or command, not both and not neither")
@@ -593,6 +598,7 @@ class _Loader:
                 command=tuple(command),
                 timeout_s=timeout_s,
                 retries=retries,
+                concurrency=concurrency,
                 cwd=str(self.base_dir),
             )
         if not isinstance(url, str) or not re.match(r"https?://", url):
@@ -607,6 +613,7 @@ class _Loader:
             api_key_env=api_key_env,
             timeout_s=timeout_s,
             retries=retries,
+            concurrency=concurrency,
         )
 
     # -- items

@@ -536,3 +536,61 @@ def test_command_judge_of_a_suite_runs_in_the_suite_directory(
     judge = make_judge(cat)
     assert isinstance(judge, CommandJudge) and judge.cwd == str(suite_dir)
     assert score_reply(cat, cat.items[0], "hello", judge=judge).score == 0.75
+
+
+JUDGE_LOG_SCRIPT = """\
+import os, sys, time
+prompt = sys.stdin.read()
+start = time.monotonic()
+time.sleep(0.3)
+with open("calls.log", "a") as fh:
+    fh.write(f"{start} {time.monotonic()}\\n")
+print("Score: 5" if "<<<REPLY\\ngood" in prompt else "Score: 1")
+"""
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_judge_calls_run_concurrently_and_rows_keep_suite_order(tmp_path: Any, concurrency: int) -> None:
+    from daemon.evaluate import ModelRef, score_model
+    from daemon.suite import load_suite
+
+    (tmp_path / "judge.py").write_text(JUDGE_LOG_SCRIPT)
+    items = ", ".join(f"{{id: q{i}, prompt: q{i}}}" for i in range(8))
+    (tmp_path / "suite.yaml").write_text(
+        "categories:\n"
+        "  - {name: helpful, kind: judge, rubric: r, items: [" + items + "],\n"
+        f"     judge: {{command: [{json.dumps(sys.executable)}, judge.py], concurrency: {concurrency}}}}}\n"
+    )
+    suite = load_suite(tmp_path / "suite.yaml")
+    cat = suite.category("helpful")
+    records = [
+        {"kind": "reply", "category": "helpful", "item_id": f"q{i}", "sample": 0, "reply": "good" if i % 3 else "bad"}
+        for i in range(8)
+    ]
+    ref = ModelRef(role="challenger", model_id=1, adapter_path=None, identity="x")
+    rows, scores = score_model(suite, ref, records, {"helpful": make_judge(cat)})
+    assert [(r["item_id"], r["score"]) for r in rows] == [(f"q{i}", 1.0 if i % 3 else 0.0) for i in range(8)]
+    assert len(scores.categories["helpful"].item_scores) == 8
+    calls = sorted(tuple(map(float, line.split())) for line in (tmp_path / "calls.log").read_text().splitlines())
+    assert len(calls) == 8
+    most = max(sum(1 for s, e in calls if s <= t < e) for t, _ in calls)  # calls in flight at once
+    if concurrency == 1:
+        assert most == 1
+    else:
+        assert 2 <= most <= concurrency
+
+
+def test_a_failing_judge_call_fails_the_scoring(tmp_path: Any) -> None:
+    from daemon.evaluate import ModelRef, score_model
+    from daemon.suite import load_suite
+
+    (tmp_path / "suite.yaml").write_text(
+        "categories:\n"
+        "  - {name: helpful, kind: judge, rubric: r, items: [{prompt: a}, {prompt: b}, {prompt: c}],\n"
+        f"     judge: {{command: [{json.dumps(sys.executable)}, -c, 'import sys; sys.exit(2)'], retries: 0}}}}\n"
+    )
+    suite = load_suite(tmp_path / "suite.yaml")
+    records = [{"kind": "reply", "category": "helpful", "item_id": str(i), "sample": 0, "reply": "x"} for i in range(3)]
+    ref = ModelRef(role="challenger", model_id=1, adapter_path=None, identity="x")
+    with pytest.raises(EvaluationFailed, match="exit status 2"):
+        score_model(suite, ref, records, {"helpful": make_judge(suite.category("helpful"))})

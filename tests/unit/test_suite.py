@@ -240,6 +240,10 @@ CASES = [
         "categories[0].judge.url: must be an http(s) URL, got 'ftp://x'",
     ),
     (
+        "categories: [{name: a, kind: judge, rubric: r, judge: {command: [c], concurrency: 0}, items: [{prompt: q}]}]",
+        "categories[0].judge.concurrency: must be an integer in [1, 64], got 0",
+    ),
+    (
         "categories: [{name: a, kind: json_schema, items: [{prompt: q}]}]",
         "categories[0]: kind json_schema needs exactly one of schema (inline) or schema_file",
     ),
@@ -380,6 +384,10 @@ def test_fingerprint_is_stable_and_independent_of_location_and_formatting(tmp_pa
     assert load_suite(copied).fingerprint == original
     text = copied.read_text()
     copied.write_text("# a new comment\n" + text.replace("weight: 2", "weight:   2.0"))
+    assert load_suite(copied).fingerprint == original
+    # how many judge calls run at once does not change a score
+    copied.write_text(text.replace("retries: 1}", "retries: 1, concurrency: 9}"))
+    assert load_suite(copied).category("helpfulness").judge.concurrency == 9  # type: ignore[union-attr]
     assert load_suite(copied).fingerprint == original
 
 
