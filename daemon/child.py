@@ -118,21 +118,104 @@ def run_worker(
     Raises:
         Interrupted: a shutdown was requested; the child's group was stopped first.
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    request_path = work_dir / f"{name}_request.json"
-    request_path.write_text(json.dumps(request, indent=2, default=str), encoding="utf-8")
-    log_path = work_dir / f"{name}.log"
-    started = time.monotonic()
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, str(request_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=worker_env({PARENT_PID_ENV: str(os.getpid())}),
-            cwd=work_dir,
+    worker = StartedWorker(module, work_dir=work_dir, name=name, request=request)
+    return worker.run(
+        None, timeout_s=timeout_s, stop_grace_s=stop_grace_s, on_poll=on_poll, on_start=on_start
+    )
+
+
+class StartedWorker:
+    """A worker child, started now; its request may follow later (a *warm start*).
+
+    ``python -m daemon.worker.<name> REQUEST.json`` waits for the request file
+    when it does not exist yet, after importing what it needs (see
+    :func:`daemon.worker.common.read_request`). Starting the eval child while
+    training runs moves its interpreter start and mlx-lm import (about a second,
+    more from a cold disk) out of the evaluating stage; it loads no model until
+    the request arrives, so it holds only the libraries' memory meanwhile.
+
+    The caller must either :meth:`run` it or :meth:`stop` it (``stop`` is safe to
+    call in a ``finally`` after ``run``).
+    """
+
+    def __init__(
+        self,
+        module: str,
+        *,
+        work_dir: Path,
+        name: str,
+        request: dict[str, Any] | None = None,
+    ) -> None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.request_path = work_dir / f"{name}_request.json"
+        self.log_path = work_dir / f"{name}.log"
+        if request is not None:
+            self._write_request(request)
+        else:
+            self.request_path.unlink(missing_ok=True)  # never run a stale request
+        self.started = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", module, str(self.request_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=worker_env({PARENT_PID_ENV: str(os.getpid())}),
+                cwd=work_dir,
+            )
+
+    def _write_request(self, request: dict[str, Any]) -> None:
+        # Atomic: a waiting child must never read half a request.
+        tmp = self.request_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(request, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, self.request_path)
+
+    def run(
+        self,
+        request: dict[str, Any] | None,
+        *,
+        timeout_s: float,
+        stop_grace_s: float,
+        on_poll: Callable[[], None] | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> ChildResult:
+        """Hand the child its request (None: it already has one) and supervise it to the end.
+
+        ``timeout_s`` counts from now. Returns and raises as :func:`run_worker`.
+        """
+        if request is not None:
+            self._write_request(request)
+            self.started = time.monotonic()
+        return _supervise(
+            self.proc,
+            self.name,
+            self.started,
+            self.log_path,
+            timeout_s=timeout_s,
+            stop_grace_s=stop_grace_s,
+            on_poll=on_poll,
+            on_start=on_start,
         )
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop the child's process group if it is still running (no-op once it ended)."""
+        if self.proc.poll() is None:
+            stop_process_group(self.proc, grace_s)
+
+
+def _supervise(
+    proc: subprocess.Popen[bytes],
+    name: str,
+    started: float,
+    log_path: Path,
+    *,
+    timeout_s: float,
+    stop_grace_s: float,
+    on_poll: Callable[[], None] | None,
+    on_start: Callable[[int], None] | None,
+) -> ChildResult:
     from daemon.power import keep_awake
 
     awake = keep_awake(proc.pid)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.child import JsonLinesTail, read_result_file, run_worker
+from daemon.child import JsonLinesTail, StartedWorker, read_result_file
 from daemon.config import Config
 from daemon.errors import EvaluationFailed
 from daemon.gate import ModelScores
@@ -224,6 +224,15 @@ def scores_from_rows(suite: Suite, role: str, rows: Sequence[Any]) -> ModelScore
     )
 
 
+def start_eval_worker(run_dir: Path) -> StartedWorker:
+    """Start the eval child for ``run_dir`` now; it imports mlx-lm and waits for its request.
+
+    Hand it to :func:`run_evaluation`, or call its ``stop()`` if the run ends before.
+    """
+    (run_dir / RESULTS_FILE).unlink(missing_ok=True)
+    return StartedWorker("daemon.worker.evaluate", work_dir=run_dir, name="evaluate")
+
+
 def run_evaluation(
     cfg: Config,
     suite: Suite,
@@ -233,8 +242,12 @@ def run_evaluation(
     *,
     on_progress: Callable[[EvalProgress], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    worker: StartedWorker | None = None,
 ) -> dict[str, ModelEval]:
     """Generate and score every model in ``refs`` in one child process.
+
+    ``worker``: an eval child started earlier with :func:`start_eval_worker` (it has
+    imported mlx-lm meanwhile); None starts one now.
 
     Returns:
         role -> :class:`ModelEval`.
@@ -260,11 +273,10 @@ def run_evaluation(
         if on_progress is not None:
             on_progress(progress)
 
-    result = run_worker(
-        "daemon.worker.evaluate",
+    if worker is None:
+        worker = start_eval_worker(run_dir)
+    result = worker.run(
         request,
-        work_dir=run_dir,
-        name="evaluate",
         timeout_s=cfg.evaluation.timeout_s,
         stop_grace_s=cfg.schedule.stop_grace_s,
         on_poll=poll,

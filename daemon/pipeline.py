@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import structlog
 
 from daemon import clock
+from daemon.child import StartedWorker
 from daemon.config import Config
 from daemon.errors import (
     Interrupted,
@@ -36,6 +37,7 @@ from daemon.evaluate import (
     eval_fingerprint,
     run_evaluation,
     scores_from_rows,
+    start_eval_worker,
 )
 from daemon.fingerprint import dataset_fingerprint, dir_sha256
 from daemon.gate import Decision, GatePolicy, decide_promotion
@@ -149,10 +151,13 @@ class _Night:
     def run(self) -> RunOutcome:
         status = RunStatus.FAILED
         reasons: list[str] = []
+        eval_worker: StartedWorker | None = None
         try:
             self._stage(RunStatus.PREFLIGHT, self.preflight)
+            # The eval child imports mlx-lm while the challenger trains (it loads no model yet).
+            eval_worker = start_eval_worker(self.run_dir)
             train_result = self._stage(RunStatus.TRAINING, self.train)
-            evals = self._stage(RunStatus.EVALUATING, lambda: self.evaluate(train_result))
+            evals = self._stage(RunStatus.EVALUATING, lambda: self.evaluate(train_result, eval_worker))
             decision = self._stage(RunStatus.DECIDING, lambda: self.decide(evals))
             reasons = decision.reasons
             status = self.finish(decision, evals, train_result)
@@ -171,6 +176,9 @@ class _Night:
             )
             self._write_report()
             raise
+        finally:
+            if eval_worker is not None:
+                eval_worker.stop(self.cfg.schedule.stop_grace_s)
         report = self._write_report()
         log.info("run_finished", run_id=self.run_id, status=status.value)
         return RunOutcome(run_id=self.run_id, status=status, reasons=reasons, report_path=report)
@@ -247,7 +255,7 @@ class _Night:
             str(base_dir), sha, mlx_version=versions.get("mlx"), mlx_lm_version=versions.get("mlx-lm")
         )
 
-    def evaluate(self, train_result: Any) -> dict[str, ModelEval]:
+    def evaluate(self, train_result: Any, worker: StartedWorker | None = None) -> dict[str, ModelEval]:
         versions = {"mlx": train_result.mlx_version or "", "mlx-lm": train_result.mlx_lm_version or ""}
         suite = load_suite(self.cfg.paths.eval_suite)
         base = self._base_model(versions)
@@ -287,7 +295,7 @@ class _Night:
             self._set_progress({"stage": "evaluating", "model": p.model, "done": p.done, "total": p.total}, throttle_s=2.0)
 
         fresh = run_evaluation(
-            self.cfg, suite, to_score, self.run_dir, versions, on_progress=on_progress
+            self.cfg, suite, to_score, self.run_dir, versions, on_progress=on_progress, worker=worker
         )
         out: dict[str, ModelEval] = {}
         for role, ev in fresh.items():

@@ -78,12 +78,25 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+REQUEST_POLL_S = 0.02
+"""How often a warm-started child looks for its request file (seconds)."""
+
+
 def read_request(argv: list[str]) -> dict[str, Any]:
-    """Load the JSON request named by the single command-line argument."""
+    """Load the JSON request named by the single command-line argument.
+
+    A child started ahead of its work (:class:`daemon.child.StartedWorker`)
+    finds no file yet and waits for it, polling every :data:`REQUEST_POLL_S`
+    seconds; the parent writes it atomically, and stops the child (or the
+    parent watch ends it) if the work never comes.
+    """
     if len(argv) != 2:
         print(f"usage: python -m {argv[0]} REQUEST.json", file=sys.stderr)
         sys.exit(EXIT_BAD_REQUEST)
-    return json.loads(Path(argv[1]).read_text(encoding="utf-8"))
+    path = Path(argv[1])
+    while not path.exists():
+        time.sleep(REQUEST_POLL_S)
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def versions() -> dict[str, str]:

@@ -37,6 +37,12 @@ from daemon.worker.common import (
 
 def main(argv: list[str]) -> int:
     watch_parent()
+    # Import before the request arrives: a warm-started child (see
+    # daemon.child.StartedWorker) does this while the challenger trains.
+    import mlx_lm.generate  # noqa: F401
+    import mlx_lm.tuner.utils  # noqa: F401
+    import mlx_lm.utils  # noqa: F401
+
     req = read_request(argv)
     out = JsonLines(Path(req["output_file"]))
     try:

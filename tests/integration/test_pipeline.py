@@ -36,6 +36,15 @@ def snapshot(state: Path) -> tuple[str | None, list[tuple]]:
     return link, promos + runs
 
 
+def worker_processes(run_dir: Path) -> list[str]:
+    """Command lines of live processes that mention ``run_dir`` (its worker children)."""
+    ps = subprocess.run(["ps", "-ww", "-eo", "stat=,args="], capture_output=True, text=True, check=True)
+    return [
+        line for line in ps.stdout.splitlines()
+        if str(run_dir) in line and not line.lstrip().startswith("Z")  # zombies are already dead
+    ]
+
+
 def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_workspace: Path) -> None:
     cfg_path = demo_workspace / "nightshift.yaml"
     first = nightshift("-c", str(cfg_path), "--run-now")
@@ -146,6 +155,9 @@ def test_nonfinite_loss_aborts_training(demo_workspace: Path) -> None:
     with pytest.raises(TrainingFailed, match=r"Training aborted: .*loss became nan"):
         run_pipeline(cfg)
     assert not (cfg.paths.state_dir / "current").exists()
+    # the eval child, started during training and never given work, is gone too
+    assert (cfg.paths.state_dir / "runs" / "0001" / "evaluate.log").exists()
+    assert not worker_processes(cfg.paths.state_dir / "runs" / "0001")
     reg = Registry.open(cfg.paths.state_dir)
     try:
         last = reg.last_run()
