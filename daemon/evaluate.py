@@ -13,8 +13,8 @@ import hashlib
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,15 +143,74 @@ def build_request(cfg: Config, suite: Suite, refs: Sequence[ModelRef], run_dir: 
     }
 
 
-def _score_all(cat: Category, todo: list[tuple[Item, int, dict[str, Any]]], judge: Any) -> list[ItemScore]:
-    """Scores for ``(item, sample, record)`` in order; judge calls run ``judge.concurrency`` at a time."""
+class JudgeCalls:
+    """Judge scoring started as the eval child streams its replies.
+
+    A judge model or command takes seconds per call; calling it while the child
+    is still generating (the next categories, the next model) hides that time.
+    One thread pool per judge category, ``judge.concurrency`` threads each.
+    Scores are the same as scoring afterwards: a pure function of category,
+    item and reply.
+    """
+
+    def __init__(self, suite: Suite, judges: dict[str, Any]) -> None:
+        self._judges = judges
+        self._cats = {c.name: c for c in suite.categories if c.kind == "judge" and c.judge is not None}
+        self._items = {(c.name, i.id): i for c in self._cats.values() for i in c.items}
+        self._pools = {
+            name: ThreadPoolExecutor(max_workers=c.judge.concurrency, thread_name_prefix=f"judge-{name}")
+            for name, c in self._cats.items()
+            if c.judge is not None
+        }
+        self._futures: dict[tuple[str, str, str, int], Future[ItemScore]] = {}
+
+    def offer(self, rec: dict[str, Any]) -> None:
+        """Start judging ``rec`` if it is a reply of a judge category (other records are ignored)."""
+        if rec.get("kind") != "reply" or rec.get("category") not in self._pools:
+            return
+        key = (rec["model"], rec["category"], rec["item_id"], int(rec.get("sample", 0)))
+        item = self._items.get((rec["category"], rec["item_id"]))
+        if item is None or key in self._futures:
+            return
+        cat = self._cats[rec["category"]]
+        self._futures[key] = self._pools[cat.name].submit(
+            score_reply, cat, item, rec["reply"], judge=self._judges.get(cat.name)
+        )
+
+    def started(self, model: str, category: str) -> dict[tuple[str, int], Future[ItemScore]]:
+        """The judge calls started for one model's category: ``(item_id, sample) -> future``."""
+        return {
+            (item_id, sample): f
+            for (m, c, item_id, sample), f in self._futures.items()
+            if m == model and c == category
+        }
+
+    def close(self) -> None:
+        """Drop calls not started yet; calls in flight end on their own (bounded by ``timeout_s``)."""
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _score_all(
+    cat: Category,
+    todo: list[tuple[Item, int, dict[str, Any]]],
+    judge: Any,
+    started: Mapping[tuple[str, int], Future[ItemScore]] | None = None,
+) -> list[ItemScore]:
+    """Scores for ``(item, sample, record)`` in order; judge calls run ``judge.concurrency`` at a time.
+
+    ``started``: judge calls already under way, by ``(item_id, sample)`` (see :class:`JudgeCalls`).
+    """
+    started = started or {}
     if not cat.generates:
         return [score_loss(float(rec["nll"])) for _, _, rec in todo]
-    workers = cat.judge.concurrency if cat.kind == "judge" and cat.judge is not None else 1
-    if workers <= 1 or len(todo) <= 1:
+    if cat.kind != "judge" or cat.judge is None:
         return [score_reply(cat, item, rec["reply"], judge=judge) for item, _, rec in todo]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"judge-{cat.name}") as pool:
-        futures = [pool.submit(score_reply, cat, item, rec["reply"], judge=judge) for item, _, rec in todo]
+    with ThreadPoolExecutor(max_workers=cat.judge.concurrency, thread_name_prefix=f"judge-{cat.name}") as pool:
+        futures = [
+            started.get((item.id, sample)) or pool.submit(score_reply, cat, item, rec["reply"], judge=judge)
+            for item, sample, rec in todo
+        ]
         try:
             return [f.result() for f in futures]
         except BaseException:
@@ -160,8 +219,16 @@ def _score_all(cat: Category, todo: list[tuple[Item, int, dict[str, Any]]], judg
             raise
 
 
-def score_model(suite: Suite, ref: ModelRef, records: list[dict[str, Any]], judges: dict[str, Any]) -> tuple[list[dict[str, Any]], ModelScores]:
+def score_model(
+    suite: Suite,
+    ref: ModelRef,
+    records: list[dict[str, Any]],
+    judges: dict[str, Any],
+    calls: JudgeCalls | None = None,
+) -> tuple[list[dict[str, Any]], ModelScores]:
     """Score one model's raw child records (replies and losses).
+
+    ``calls``: judge calls already started for these records (the rest are made here).
 
     Returns:
         ``(rows, scores)``: registry rows and the gate's :class:`ModelScores`.
@@ -187,7 +254,8 @@ def score_model(suite: Suite, ref: ModelRef, records: list[dict[str, Any]], judg
                         f"The eval child produced no result for {ref.role} {cat.name}/{item.id} sample {sample}."
                     )
                 todo.append((item, sample, rec))
-        scored = _score_all(cat, todo, judges.get(cat.name))
+        started = calls.started(ref.role, cat.name) if calls is not None else {}
+        scored = _score_all(cat, todo, judges.get(cat.name), started)
         for (item, sample, rec), s in zip(todo, scored, strict=True):
             prompt_text = "\n".join(m["content"] for m in item.messages if m.get("role") == "user")
             reply: str | None = rec["reply"] if cat.generates else None
@@ -264,36 +332,54 @@ def run_evaluation(
     tail = JsonLinesTail(results_path)
     records: list[dict[str, Any]] = []
     progress = EvalProgress()
+    judges = {cat.name: make_judge(cat) for cat in suite.categories}  # a missing API key fails before the child
+    calls = JudgeCalls(suite, judges)
 
     def poll() -> None:
         for rec in tail.read_new():
             records.append(rec)
+            calls.offer(rec)
             if rec["kind"] == "progress":
                 progress.model, progress.done, progress.total = rec["model"], rec["done"], rec["total"]
         if on_progress is not None:
             on_progress(progress)
 
-    if worker is None:
-        worker = start_eval_worker(run_dir)
-    result = worker.run(
-        request,
-        timeout_s=cfg.evaluation.timeout_s,
-        stop_grace_s=cfg.schedule.stop_grace_s,
-        on_poll=poll,
-        on_start=on_start,
-    )
-    if result.returncode != 0:
-        reason = read_result_file(run_dir / "eval_result.json").get("reason", "")
-        detail = f": {reason}" if reason else ""
-        raise EvaluationFailed(f"Evaluation {result.describe()}{detail}. log: {result.log_path}")
-    judges = {cat.name: make_judge(cat) for cat in suite.categories}
+    try:
+        if worker is None:
+            worker = start_eval_worker(run_dir)
+        result = worker.run(
+            request,
+            timeout_s=cfg.evaluation.timeout_s,
+            stop_grace_s=cfg.schedule.stop_grace_s,
+            on_poll=poll,
+            on_start=on_start,
+        )
+        if result.returncode != 0:
+            reason = read_result_file(run_dir / "eval_result.json").get("reason", "")
+            detail = f": {reason}" if reason else ""
+            raise EvaluationFailed(f"Evaluation {result.describe()}{detail}. log: {result.log_path}")
+        return _collect(cfg, suite, refs, records, judges, calls, versions, result.log_path)
+    finally:
+        calls.close()
+
+
+def _collect(
+    cfg: Config,
+    suite: Suite,
+    refs: Sequence[ModelRef],
+    records: list[dict[str, Any]],
+    judges: dict[str, Any],
+    calls: JudgeCalls,
+    versions: dict[str, str],
+    log_path: Path,
+) -> dict[str, ModelEval]:
     out: dict[str, ModelEval] = {}
     for ref in refs:
         mine = [r for r in records if r.get("model") == ref.role]
         done = [r for r in mine if r["kind"] == "model_done"]
         if not done:
-            raise EvaluationFailed(f"The eval child did not finish {ref.role}. log: {result.log_path}")
-        rows, scores = score_model(suite, ref, mine, judges)
+            raise EvaluationFailed(f"The eval child did not finish {ref.role}. log: {log_path}")
+        rows, scores = score_model(suite, ref, mine, judges, calls)
         held = [r["loss"] for r in mine if r["kind"] == "held_out"]
         held_out = float(held[0]) if held and math.isfinite(float(held[0])) else (float("nan") if held else None)
         out[ref.role] = ModelEval(

@@ -549,9 +549,8 @@ print("Score: 5" if "<<<REPLY\\ngood" in prompt else "Score: 1")
 """
 
 
-@pytest.mark.parametrize("concurrency", [1, 4])
-def test_judge_calls_run_concurrently_and_rows_keep_suite_order(tmp_path: Any, concurrency: int) -> None:
-    from daemon.evaluate import ModelRef, score_model
+def logging_judge_suite(tmp_path: Any, concurrency: int) -> tuple[Any, list[dict[str, Any]]]:
+    """A judge category of 8 items whose judge logs each call's start/end to calls.log; its replies."""
     from daemon.suite import load_suite
 
     (tmp_path / "judge.py").write_text(JUDGE_LOG_SCRIPT)
@@ -561,23 +560,53 @@ def test_judge_calls_run_concurrently_and_rows_keep_suite_order(tmp_path: Any, c
         "  - {name: helpful, kind: judge, rubric: r, items: [" + items + "],\n"
         f"     judge: {{command: [{json.dumps(sys.executable)}, judge.py], concurrency: {concurrency}}}}}\n"
     )
-    suite = load_suite(tmp_path / "suite.yaml")
-    cat = suite.category("helpful")
     records = [
-        {"kind": "reply", "category": "helpful", "item_id": f"q{i}", "sample": 0, "reply": "good" if i % 3 else "bad"}
+        {"kind": "reply", "model": "challenger", "category": "helpful", "item_id": f"q{i}", "sample": 0,
+         "reply": "good" if i % 3 else "bad"}
         for i in range(8)
     ]
+    return load_suite(tmp_path / "suite.yaml"), records
+
+
+def judge_calls_logged(tmp_path: Any) -> list[tuple[float, ...]]:
+    return sorted(tuple(map(float, line.split())) for line in (tmp_path / "calls.log").read_text().splitlines())
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_judge_calls_run_concurrently_and_rows_keep_suite_order(tmp_path: Any, concurrency: int) -> None:
+    from daemon.evaluate import ModelRef, score_model
+
+    suite, records = logging_judge_suite(tmp_path, concurrency)
     ref = ModelRef(role="challenger", model_id=1, adapter_path=None, identity="x")
-    rows, scores = score_model(suite, ref, records, {"helpful": make_judge(cat)})
+    rows, scores = score_model(suite, ref, records, {"helpful": make_judge(suite.category("helpful"))})
     assert [(r["item_id"], r["score"]) for r in rows] == [(f"q{i}", 1.0 if i % 3 else 0.0) for i in range(8)]
     assert len(scores.categories["helpful"].item_scores) == 8
-    calls = sorted(tuple(map(float, line.split())) for line in (tmp_path / "calls.log").read_text().splitlines())
+    calls = judge_calls_logged(tmp_path)
     assert len(calls) == 8
     most = max(sum(1 for s, e in calls if s <= t < e) for t, _ in calls)  # calls in flight at once
     if concurrency == 1:
         assert most == 1
     else:
         assert 2 <= most <= concurrency
+
+
+def test_judge_calls_started_while_replies_stream_in_are_used_not_repeated(tmp_path: Any) -> None:
+    from daemon.evaluate import JudgeCalls, ModelRef, score_model
+
+    suite, records = logging_judge_suite(tmp_path, 4)
+    judges = {"helpful": make_judge(suite.category("helpful"))}
+    calls = JudgeCalls(suite, judges)
+    try:
+        for rec in records[:5] + [{"kind": "progress", "model": "challenger", "done": 5, "total": 8}]:
+            calls.offer(rec)  # as the eval child streams them
+        calls.offer(records[0])  # a record seen twice is judged once
+        assert set(calls.started("challenger", "helpful")) == {(f"q{i}", 0) for i in range(5)}
+        ref = ModelRef(role="challenger", model_id=1, adapter_path=None, identity="x")
+        rows, _ = score_model(suite, ref, records, judges, calls)
+    finally:
+        calls.close()
+    assert [r["score"] for r in rows] == [1.0 if i % 3 else 0.0 for i in range(8)]
+    assert len(judge_calls_logged(tmp_path)) == 8  # 5 started early + 3 at scoring, none twice
 
 
 def test_a_failing_judge_call_fails_the_scoring(tmp_path: Any) -> None:
