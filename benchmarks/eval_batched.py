@@ -4,8 +4,8 @@ Builds the demo workspace (tiny local llama, data, eval suite) in a temporary
 directory and measures two things, each against a reference in the same run:
 
 (a) **Batched generation vs a per-prompt loop.** Our eval child
-    (:func:`daemon.evaluate.run_evaluation`, ``evaluation.batch_size`` from the
-    demo config) scores the base model on a suite holding only the demo's
+    (``daemon.worker.evaluate`` with the daemon's request, ``evaluation.batch_size``
+    from the demo config) generates for the base model on a suite holding only the demo's
     *generating* categories, with ``held_out_loss`` off, so the child does
     nothing but generate; it scores the base three times (as three models) to
     get a cold and two warm passes from one process. The reference is a child
@@ -56,9 +56,10 @@ from typing import Any
 
 import yaml
 
+from daemon.child import StartedWorker
 from daemon.config import Config, load_config
 from daemon.demo import build_workspace
-from daemon.evaluate import RESULTS_FILE, ModelRef, build_request, run_evaluation
+from daemon.evaluate import RESULTS_FILE, ModelRef, build_request
 from daemon.suite import load_suite
 from daemon.worker.env import blas_description, worker_env
 
@@ -118,22 +119,34 @@ def generation_only(cfg: Config) -> Config:
 
 
 def run_batched(cfg: Config, run_dir: Path, passes: int) -> dict[str, Any]:
-    """Our eval child scoring the base model ``passes`` times; per-pass generation time, wall time, replies."""
+    """Our eval child generating for the base model ``passes`` times; per-pass time, wall time, replies.
+
+    The child gets the request the daemon builds (:func:`daemon.evaluate.build_request`)
+    and runs as the daemon runs it (:class:`daemon.child.StartedWorker`); the parent
+    only waits, so judge calls (which the daemon makes while the child generates)
+    do not share the cores with the generation being timed.
+    """
     suite = load_suite(cfg.paths.eval_suite)
     refs = [
         ModelRef(role=f"pass{i}", model_id=i + 1, adapter_path=None, identity="base")
         for i in range(passes)
     ]
+    run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    evals = run_evaluation(cfg, suite, refs, run_dir, versions={})
+    result = StartedWorker("daemon.worker.evaluate", work_dir=run_dir, name="evaluate").run(
+        build_request(cfg, suite, refs, run_dir), timeout_s=600, stop_grace_s=5
+    )
     wall = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"eval child {result.describe()}; log: {result.log_path}")
     records = [json.loads(line) for line in (run_dir / RESULTS_FILE).read_text().splitlines()]
     replies = {
         (r["category"], r["item_id"], r["sample"]): r["reply"]
         for r in records
         if r["kind"] == "reply" and r["model"] == "pass0"
     }
-    return {"pass_s": [evals[r.role].duration_s for r in refs], "wall_s": wall, "replies": replies}
+    done = {r["model"]: float(r["duration_s"]) for r in records if r["kind"] == "model_done"}
+    return {"pass_s": [done[r.role] for r in refs], "wall_s": wall, "replies": replies}
 
 
 def run_loop(cfg: Config, work: Path, passes: int) -> dict[str, Any]:
