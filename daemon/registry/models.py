@@ -7,8 +7,9 @@ this with Alembic's autogenerate comparison).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -18,8 +19,35 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime column.
+
+    SQLite stores no UTC offset (``DateTime(timezone=True)`` keeps only the wall
+    time), so a value came back naive. Values are converted to UTC before they
+    are stored and come back aware (``tzinfo=UTC``). Naive values are refused:
+    their zone is unknown.
+
+    Raises:
+        ValueError: a naive datetime was given.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: give an aware one (daemon.clock.now())")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
 
 
 class Base(DeclarativeBase):
@@ -106,9 +134,9 @@ class Run(Base):
     dataset_examples: Mapped[int | None] = mapped_column(Integer)
     run_dir: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failure_reason: Mapped[str | None] = mapped_column(Text)
     log_path: Mapped[str | None] = mapped_column(Text)
     report_path: Mapped[str | None] = mapped_column(Text)
@@ -128,8 +156,8 @@ class RunStage(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     stage: Mapped[str] = mapped_column(String(32))
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     duration_s: Mapped[float | None] = mapped_column(Float)
     outcome: Mapped[str | None] = mapped_column(String(16))
 
@@ -151,7 +179,7 @@ class Model(Base):
     mlx_version: Mapped[str | None] = mapped_column(String(32))
     mlx_lm_version: Mapped[str | None] = mapped_column(String(32))
     release_path: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class TrainMetric(Base):
@@ -187,7 +215,7 @@ class EvalSet(Base):
     reused_from: Mapped[int | None] = mapped_column(ForeignKey("eval_sets.id"))
     held_out_loss: Mapped[float | None] = mapped_column(Float)
     duration_s: Mapped[float | None] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class EvalResult(Base):
@@ -220,7 +248,7 @@ class Promotion(Base):
     from_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
     to_model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     release_path: Mapped[str] = mapped_column(Text)
-    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime())
     reason: Mapped[str] = mapped_column(Text)
     decided_by: Mapped[str] = mapped_column(String(128))
     """``auto`` for the gate, else the operator's name (``approve``, ``rollback``)."""
@@ -246,6 +274,6 @@ class Rehearsal(Base):
     __tablename__ = "rehearsals"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ok: Mapped[bool] = mapped_column(Boolean)
     report: Mapped[str] = mapped_column(Text)

@@ -41,6 +41,29 @@ def test_state_machine(tmp_path: Path) -> None:
     assert reg.get_run(run.id).finished_at is not None
 
 
+def test_times_come_back_aware_in_utc_and_naive_ones_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from daemon import clock
+
+    paris = timezone(timedelta(hours=1))
+    monkeypatch.setattr(clock, "now", lambda: datetime(2026, 11, 20, 2, 30, tzinfo=paris))
+    reg = Registry.open(tmp_path)
+    try:
+        run = reg.get_run(new_run(reg).id)
+        assert run.started_at == datetime(2026, 11, 20, 1, 30, tzinfo=UTC)
+        assert run.started_at.tzinfo is UTC  # type: ignore[union-attr]
+        with sqlite3.connect(tmp_path / "registry.sqlite") as con:  # stored as UTC wall time
+            assert con.execute("select started_at from runs").fetchone()[0].startswith("2026-11-20 01:30:00")
+        monkeypatch.setattr(clock, "now", lambda: datetime(2026, 11, 20, 2, 30))
+        with pytest.raises(Exception, match="naive datetime"):
+            new_run(reg)
+    finally:
+        reg.close()
+
+
 def test_night_key_is_unique(tmp_path: Path) -> None:
     reg = Registry.open(tmp_path)
     new_run(reg, "2026-11-21T01:00")
