@@ -22,7 +22,7 @@ from typing import Any
 
 from daemon import shutdown
 from daemon.errors import Interrupted
-from daemon.worker.common import PARENT_PID_ENV
+from daemon.worker.common import PARENT_PID_ENV, write_json
 from daemon.worker.env import worker_env
 
 POLL_S = 0.5
@@ -118,9 +118,8 @@ def run_worker(
     Raises:
         Interrupted: a shutdown was requested; the child's group was stopped first.
     """
-    worker = StartedWorker(module, work_dir=work_dir, name=name, request=request)
-    return worker.run(
-        None, timeout_s=timeout_s, stop_grace_s=stop_grace_s, on_poll=on_poll, on_start=on_start
+    return StartedWorker(module, work_dir=work_dir, name=name).run(
+        request, timeout_s=timeout_s, stop_grace_s=stop_grace_s, on_poll=on_poll, on_start=on_start
     )
 
 
@@ -144,17 +143,12 @@ class StartedWorker:
         *,
         work_dir: Path,
         name: str,
-        request: dict[str, Any] | None = None,
     ) -> None:
         work_dir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.request_path = work_dir / f"{name}_request.json"
         self.log_path = work_dir / f"{name}.log"
-        if request is not None:
-            self._write_request(request)
-        else:
-            self.request_path.unlink(missing_ok=True)  # never run a stale request
-        self.started = time.monotonic()
+        self.request_path.unlink(missing_ok=True)  # never run a stale request
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", module, str(self.request_path)],
@@ -166,32 +160,25 @@ class StartedWorker:
                 cwd=work_dir,
             )
 
-    def _write_request(self, request: dict[str, Any]) -> None:
-        # Atomic: a waiting child must never read half a request.
-        tmp = self.request_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(request, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, self.request_path)
-
     def run(
         self,
-        request: dict[str, Any] | None,
+        request: dict[str, Any],
         *,
         timeout_s: float,
         stop_grace_s: float,
         on_poll: Callable[[], None] | None = None,
         on_start: Callable[[int], None] | None = None,
     ) -> ChildResult:
-        """Hand the child its request (None: it already has one) and supervise it to the end.
+        """Hand the child its request and supervise it to the end.
 
-        ``timeout_s`` counts from now. Returns and raises as :func:`run_worker`.
+        The request is written atomically (a waiting child never reads half of
+        it). ``timeout_s`` counts from now. Returns and raises as :func:`run_worker`.
         """
-        if request is not None:
-            self._write_request(request)
-            self.started = time.monotonic()
+        write_json(self.request_path, request)
         return _supervise(
             self.proc,
             self.name,
-            self.started,
+            time.monotonic(),
             self.log_path,
             timeout_s=timeout_s,
             stop_grace_s=stop_grace_s,
