@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from daemon.config import Config
 from daemon.errors import EvaluationFailed
 from daemon.gate import ModelScores
 from daemon.scoring import ItemScore, category_scores, make_judge, score_loss, score_reply
-from daemon.suite import Category, Item, Suite
+from daemon.suite import Item, Suite
 
 RESULTS_FILE = "eval_results.jsonl"
 RESULT_FIELDS = ("category", "item_id", "sample", "score", "empty", "parsed", "prompt", "reply", "gold", "extracted", "detail")
@@ -144,79 +144,50 @@ def build_request(cfg: Config, suite: Suite, refs: Sequence[ModelRef], run_dir: 
 
 
 class JudgeCalls:
-    """Judge scoring started as the eval child streams its replies.
+    """Judge calls, one thread pool per judge category (``judge.concurrency`` threads each).
 
-    A judge model or command takes seconds per call; calling it while the child
-    is still generating (the next categories, the next model) hides that time.
-    One thread pool per judge category, ``judge.concurrency`` threads each.
-    Scores are the same as scoring afterwards: a pure function of category,
-    item and reply.
+    :func:`run_evaluation` offers every record the eval child streams, so judging
+    starts while the child is still generating (the next categories, the next
+    model) and a judge's seconds per call are hidden behind generation;
+    :func:`score_model` then collects them. A reply is judged once. Scores are the
+    same as judging afterwards: a pure function of category, item and reply.
     """
 
     def __init__(self, suite: Suite, judges: dict[str, Any]) -> None:
         self._judges = judges
-        self._cats = {c.name: c for c in suite.categories if c.kind == "judge" and c.judge is not None}
+        self._cats = {c.name: c for c in suite.categories if c.kind == "judge"}
         self._items = {(c.name, i.id): i for c in self._cats.values() for i in c.items}
         self._pools = {
-            name: ThreadPoolExecutor(max_workers=c.judge.concurrency, thread_name_prefix=f"judge-{name}")
+            name: ThreadPoolExecutor(
+                max_workers=c.judge.concurrency if c.judge is not None else 1,
+                thread_name_prefix=f"judge-{name}",
+            )
             for name, c in self._cats.items()
-            if c.judge is not None
         }
         self._futures: dict[tuple[str, str, str, int], Future[ItemScore]] = {}
 
+    def submit(self, model: str, category: str, item: Item, sample: int, reply: str) -> Future[ItemScore]:
+        """The judge call for this reply: the one already started, else a new one."""
+        key = (model, category, item.id, sample)
+        if key not in self._futures:
+            cat = self._cats[category]
+            self._futures[key] = self._pools[category].submit(
+                score_reply, cat, item, reply, judge=self._judges.get(category)
+            )
+        return self._futures[key]
+
     def offer(self, rec: dict[str, Any]) -> None:
         """Start judging ``rec`` if it is a reply of a judge category (other records are ignored)."""
-        if rec.get("kind") != "reply" or rec.get("category") not in self._pools:
+        if rec.get("kind") != "reply" or rec.get("category") not in self._cats:
             return
-        key = (rec["model"], rec["category"], rec["item_id"], int(rec.get("sample", 0)))
         item = self._items.get((rec["category"], rec["item_id"]))
-        if item is None or key in self._futures:
-            return
-        cat = self._cats[rec["category"]]
-        self._futures[key] = self._pools[cat.name].submit(
-            score_reply, cat, item, rec["reply"], judge=self._judges.get(cat.name)
-        )
-
-    def started(self, model: str, category: str) -> dict[tuple[str, int], Future[ItemScore]]:
-        """The judge calls started for one model's category: ``(item_id, sample) -> future``."""
-        return {
-            (item_id, sample): f
-            for (m, c, item_id, sample), f in self._futures.items()
-            if m == model and c == category
-        }
+        if item is not None:
+            self.submit(rec["model"], rec["category"], item, int(rec.get("sample", 0)), rec["reply"])
 
     def close(self) -> None:
         """Drop calls not started yet; calls in flight end on their own (bounded by ``timeout_s``)."""
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _score_all(
-    cat: Category,
-    todo: list[tuple[Item, int, dict[str, Any]]],
-    judge: Any,
-    started: Mapping[tuple[str, int], Future[ItemScore]] | None = None,
-) -> list[ItemScore]:
-    """Scores for ``(item, sample, record)`` in order; judge calls run ``judge.concurrency`` at a time.
-
-    ``started``: judge calls already under way, by ``(item_id, sample)`` (see :class:`JudgeCalls`).
-    """
-    started = started or {}
-    if not cat.generates:
-        return [score_loss(float(rec["nll"])) for _, _, rec in todo]
-    if cat.kind != "judge" or cat.judge is None:
-        return [score_reply(cat, item, rec["reply"], judge=judge) for item, _, rec in todo]
-    with ThreadPoolExecutor(max_workers=cat.judge.concurrency, thread_name_prefix=f"judge-{cat.name}") as pool:
-        futures = [
-            started.get((item.id, sample)) or pool.submit(score_reply, cat, item, rec["reply"], judge=judge)
-            for item, sample, rec in todo
-        ]
-        try:
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
 
 
 def score_model(
@@ -228,7 +199,8 @@ def score_model(
 ) -> tuple[list[dict[str, Any]], ModelScores]:
     """Score one model's raw child records (replies and losses).
 
-    ``calls``: judge calls already started for these records (the rest are made here).
+    ``calls``: the run's judge calls, some already started for these records (None: judge
+    here, with a :class:`JudgeCalls` of its own).
 
     Returns:
         ``(rows, scores)``: registry rows and the gate's :class:`ModelScores`.
@@ -239,6 +211,18 @@ def score_model(
         EvaluationFailed: an item has no reply (the child's output is incomplete), or a judge
             could not be reached.
     """
+    own = calls is None
+    calls = JudgeCalls(suite, judges) if calls is None else calls
+    try:
+        return _score_model(suite, ref, records, judges, calls)
+    finally:
+        if own:
+            calls.close()
+
+
+def _score_model(
+    suite: Suite, ref: ModelRef, records: list[dict[str, Any]], judges: dict[str, Any], calls: JudgeCalls
+) -> tuple[list[dict[str, Any]], ModelScores]:
     by_key = {(r["category"], r["item_id"], r.get("sample", 0)): r for r in records if r["kind"] in ("reply", "loss")}
     rows: list[dict[str, Any]] = []
     categories = {}
@@ -254,8 +238,13 @@ def score_model(
                         f"The eval child produced no result for {ref.role} {cat.name}/{item.id} sample {sample}."
                     )
                 todo.append((item, sample, rec))
-        started = calls.started(ref.role, cat.name) if calls is not None else {}
-        scored = _score_all(cat, todo, judges.get(cat.name), started)
+        if not cat.generates:
+            scored = [score_loss(float(rec["nll"])) for _, _, rec in todo]
+        elif cat.kind == "judge":
+            futures = [calls.submit(ref.role, cat.name, item, sample, rec["reply"]) for item, sample, rec in todo]
+            scored = [f.result() for f in futures]
+        else:
+            scored = [score_reply(cat, item, rec["reply"]) for item, _, rec in todo]
         for (item, sample, rec), s in zip(todo, scored, strict=True):
             prompt_text = "\n".join(m["content"] for m in item.messages if m.get("role") == "user")
             reply: str | None = rec["reply"] if cat.generates else None
@@ -297,7 +286,6 @@ def start_eval_worker(run_dir: Path) -> StartedWorker:
 
     Hand it to :func:`run_evaluation`, or call its ``stop()`` if the run ends before.
     """
-    (run_dir / RESULTS_FILE).unlink(missing_ok=True)
     return StartedWorker("daemon.worker.evaluate", work_dir=run_dir, name="evaluate")
 
 

@@ -600,7 +600,10 @@ def test_judge_calls_started_while_replies_stream_in_are_used_not_repeated(tmp_p
         for rec in records[:5] + [{"kind": "progress", "model": "challenger", "done": 5, "total": 8}]:
             calls.offer(rec)  # as the eval child streams them
         calls.offer(records[0])  # a record seen twice is judged once
-        assert set(calls.started("challenger", "helpful")) == {(f"q{i}", 0) for i in range(5)}
+        cat = suite.category("helpful")
+        early = [calls.submit("challenger", "helpful", cat.items[i], 0, records[i]["reply"]) for i in range(5)]
+        assert [f.result().score for f in early] == [0.0, 1.0, 1.0, 0.0, 1.0]
+        assert len(judge_calls_logged(tmp_path)) == 5  # submit returned the calls offer started
         ref = ModelRef(role="challenger", model_id=1, adapter_path=None, identity="x")
         rows, _ = score_model(suite, ref, records, judges, calls)
     finally:
