@@ -278,9 +278,8 @@ def write_data(workspace: Path, seed: int = 0) -> dict[str, Any]:
     _write_jsonl(eval_dir / "stars.jsonl", _items("n", evals["stars"]))
     _write_jsonl(eval_dir / "json.jsonl", _items("j", evals["json"]))
     _write_jsonl(eval_dir / "reply.jsonl", _items("r", evals["reply"]))
-    _write_jsonl(
-        eval_dir / "refusal.jsonl", _items("x", refusals[60:72], "refuse") + _items("y", comply, "comply")
-    )
+    refusal_items = _items("x", refusals[60:72], "refuse") + _items("y", comply, "comply")
+    _write_jsonl(eval_dir / "refusal.jsonl", refusal_items)
     _write_jsonl(eval_dir / "reference.jsonl", _items("l", evals["label"][:20]))
     (eval_dir / "judge.py").write_text(JUDGE_SCRIPT, encoding="utf-8")
     (eval_dir / "suite.yaml").write_text(
@@ -289,7 +288,7 @@ def write_data(workspace: Path, seed: int = 0) -> dict[str, Any]:
     return {
         "train": len(train),
         "valid": len(valid),
-        "eval": sum(EVAL_ITEMS.values()) + len(eval_known) + 24,
+        "eval": sum(EVAL_ITEMS.values()) + len(eval_known) + len(refusal_items),
         "pretrain": _chat(pretrain),
     }
 
