@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _common import add_child_options, apply_child_options
 
 from daemon.child import StartedWorker
 from daemon.config import Config, load_config
@@ -383,16 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="repeat each demo eval item this many times (default: the demo as is)",
     )
-    parser.add_argument(
-        "--blas-threads",
-        type=int,
-        help="set OPENBLAS_NUM_THREADS for both sides (default: unset, as the daemon runs)",
-    )
-    parser.add_argument("--json", action="store_true", help="also print one JSON object")
+    add_child_options(parser)
     args = parser.parse_args(argv)
-    if args.blas_threads:
-        # worker_env() copies the environment into every child, ours and the reference alike.
-        os.environ["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
+    apply_child_options(args)
     quiet_pipeline_logs()
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

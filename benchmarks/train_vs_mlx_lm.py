@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _common import add_child_options, apply_child_options
 
 from daemon.config import Config, load_config
 from daemon.demo import build_workspace
@@ -239,16 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=300, help="training iterations per run")
     parser.add_argument("--repeats", type=int, default=5, help="pairs of runs (median taken)")
     parser.add_argument("--max-ratio", type=float, default=1.05, help="target: ours/ref wall time")
-    parser.add_argument(
-        "--blas-threads",
-        type=int,
-        help="set OPENBLAS_NUM_THREADS for both sides (default: unset, as the daemon runs)",
-    )
-    parser.add_argument("--json", action="store_true", help="also print one JSON object")
+    add_child_options(parser)
     args = parser.parse_args(argv)
-    if args.blas_threads:
-        # worker_env() copies the environment into every child, ours and the reference alike.
-        os.environ["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
+    apply_child_options(args)
 
     with tempfile.TemporaryDirectory(prefix="nightshift-bench-train-") as tmp:
         workspace = Path(tmp) / "ws"
