@@ -17,8 +17,8 @@ from daemon.gate import (
     GatePolicy,
     ModelScores,
     decide_promotion,
-    render_decision_markdown,
 )
+from daemon.report.decision import render_decision_markdown
 
 POLICY = GatePolicy(resamples=2000)
 #: (name, champion scores, challenger scores, keyword arguments for both CategoryScores)

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
-from daemon.gate import Decision, render_decision_markdown
+from daemon.gate import Decision
 from daemon.promote import current_target
 from daemon.registry import Registry, RunStatus
+from daemon.report.decision import render_decision_markdown
 
 REPORTS_DIR = "reports"
 WORST_ITEMS = 5
