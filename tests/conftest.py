@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import importlib.metadata
+import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from daemon import shutdown
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Files whose content decides what ``build_workspace`` writes (model, data, config).
+_TEMPLATE_SOURCES = ("daemon/demo.py", "daemon/worker/make_model.py", "daemon/worker/common.py")
+_TEMPLATE_ITERS = 60
+
+
+def _template_cache() -> Path | None:
+    """Where built demo templates are kept between test sessions on a developer machine.
+
+    Building the tiny model takes about a minute alone and much longer when several test
+    runs share the cores; outside CI the built workspace is kept in the temp dir, keyed by
+    the sources that decide its content and the mlx/mlx-lm versions. CI (``CI`` set)
+    always builds afresh.
+    """
+    if os.environ.get("CI"):
+        return None
+    return Path(os.environ.get("NIGHTSHIFT_TEST_CACHE", Path(tempfile.gettempdir()) / "nightshift-test-cache"))
+
+
+def _template_key() -> str:
+    h = hashlib.sha256()
+    for rel in _TEMPLATE_SOURCES:
+        h.update((ROOT / rel).read_bytes())
+    for dist in ("mlx", "mlx-lm", "tokenizers"):
+        h.update(importlib.metadata.version(dist).encode())
+    h.update(str(_TEMPLATE_ITERS).encode())
+    return h.hexdigest()[:16]
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +51,21 @@ def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from daemon.demo import build_workspace
 
     ws = tmp_path_factory.mktemp("demo-template") / "ws"
-    build_workspace(ws, iters=60)
+    cache = _template_cache()
+    if cache is None:
+        build_workspace(ws, iters=_TEMPLATE_ITERS)
+        return ws
+    cache.mkdir(parents=True, exist_ok=True)
+    kept = cache / _template_key()
+    with open(cache / f"{kept.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test run may be building the same template
+        if not kept.is_dir():
+            build_workspace(ws, iters=_TEMPLATE_ITERS)
+            tmp = cache / f".{kept.name}.{os.getpid()}.tmp"
+            shutil.copytree(ws, tmp, symlinks=True)
+            tmp.rename(kept)
+            return ws
+    shutil.copytree(kept, ws, symlinks=True)
     return ws
 
 
