@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 WORKSPACE ?= demo-workspace
 
-.PHONY: demo test test-all lint typecheck blas venv clean bench
+.PHONY: demo test test-all lint typecheck blas venv clean bench chromium
 
 $(BIN)/nightshift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,16 @@ typecheck: venv
 test: venv lint typecheck
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-all: venv lint typecheck
+# The HTML report's browser test needs Chromium: installed from the distribution's
+# packages when we are root with apt-get, else required on PATH.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || \
+	  { if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	      echo "installing chromium for the HTML report's browser test"; \
+	      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else echo "Error: make test-all needs chromium on PATH (e.g. apt-get install chromium, brew install --cask chromium)"; exit 1; fi; }
+
+test-all: venv lint typecheck chromium
 	$(BIN)/python -m pytest -q
 
 bench: venv

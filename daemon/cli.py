@@ -110,6 +110,9 @@ def _run_now(config_path: str | None, profile: str | None) -> None:
     click.echo(f"run {outcome.run_id}: {outcome.status.value}")
     if outcome.report_path:
         click.echo(f"report: {outcome.report_path}")
+        html = outcome.report_path.with_suffix(".html")
+        if html.exists():
+            click.echo(f"html report: {html}")
 
 
 @click.group(context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
@@ -158,14 +161,20 @@ def status(ctx: click.Context, config_path: str | None, profile: str | None, as_
 @config_options
 @click.option("-n", "--limit", default=20, show_default=True, help="How many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--plot", is_flag=True, help="Write the HTML index of every night (trend plot, report links); print its path.")
 @click.pass_context
-def history(ctx: click.Context, config_path: str | None, profile: str | None, limit: int, as_json: bool) -> None:
+def history(ctx: click.Context, config_path: str | None, profile: str | None, limit: int, as_json: bool, plot: bool) -> None:
     """Recent runs, newest first."""
     from daemon.registry import Registry
 
     cfg = load(*_inherit(ctx, config_path, profile))
     reg = Registry.open(cfg.paths.state_dir)
     try:
+        if plot:
+            from daemon.report import write_index
+
+            click.echo(str(write_index(cfg, reg)))
+            return
         rows = [
             {
                 "id": r.id,
@@ -192,11 +201,15 @@ def history(ctx: click.Context, config_path: str | None, profile: str | None, li
 @click.argument("run_id", required=False, type=int)
 @config_options
 @click.option("--path", "path_only", is_flag=True, help="Print only the report's path.")
+@click.option("--html", "as_html", is_flag=True, help="Write the HTML report (plots, trend, sample diffs) and print its path.")
+@click.option("--open", "open_it", is_flag=True, help="Open the HTML report in the browser.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report's content as JSON.")
 @click.pass_context
-def report(ctx: click.Context, run_id: int | None, config_path: str | None, profile: str | None, path_only: bool) -> None:
+def report(ctx: click.Context, run_id: int | None, config_path: str | None, profile: str | None, path_only: bool,
+           as_html: bool, open_it: bool, as_json: bool) -> None:
     """Print the morning report of RUN_ID (default: the last run)."""
     from daemon.registry import Registry
-    from daemon.report import write_report
+    from daemon.report import ensure_report, html_report_path, report_json
 
     cfg = load(*_inherit(ctx, config_path, profile))
     reg = Registry.open(cfg.paths.state_dir)
@@ -206,11 +219,17 @@ def report(ctx: click.Context, run_id: int | None, config_path: str | None, prof
             if last is None:
                 raise NightshiftError("No runs yet: run `nightshift --run-now` first.")
             run_id = last.id
-        run = reg.get_run(run_id)
-        path = Path(run.report_path) if run.report_path and Path(run.report_path).exists() else write_report(cfg, reg, run_id)
+        if as_json:
+            click.echo(report_json(cfg, reg, run_id))
+            return
+        path = ensure_report(cfg, reg, run_id, html=as_html or open_it)
     finally:
         reg.close()
-    click.echo(str(path) if path_only else path.read_text(encoding="utf-8"))
+    if as_html or open_it:
+        path = html_report_path(cfg.paths.state_dir, run_id)
+        if open_it:
+            click.launch(str(path))
+    click.echo(str(path) if path_only or as_html or open_it else path.read_text(encoding="utf-8"))
 
 
 def _decide_manually(ctx: click.Context, run_id: int, config_path: str | None, profile: str | None, approve: bool, who: str | None) -> None:

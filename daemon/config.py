@@ -185,6 +185,22 @@ class PreflightConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """How the operator hears that a night ended (see :mod:`daemon.notify`)."""
+
+    webhook_url: str | None = None
+    """POST a JSON notice here (a Slack-compatible incoming webhook, or an ntfy server's root URL)."""
+    webhook_topic: str | None = None
+    """The ntfy topic (ntfy's JSON publishing needs it in the body)."""
+    macos: bool = False
+    """Show a macOS notification through ``osascript``."""
+    command: list[str] | None = None
+    """A hook run without a shell (argv list); gets the JSON notice on stdin."""
+    timeout_s: float = field(default=10.0, metadata=_rng(0.1, 600))
+    """Per-channel limit (seconds); a slow channel is a failed one, never a stuck night."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. ``source`` is the file it came from (None for defaults)."""
 
@@ -195,6 +211,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     preflight: PreflightConfig = field(default_factory=PreflightConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
     profile: str | None = field(default=None, metadata={"internal": True})
 

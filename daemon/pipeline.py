@@ -42,6 +42,7 @@ from daemon.evaluate import (
 from daemon.fingerprint import dataset_fingerprint, dir_sha256
 from daemon.gate import Decision, GatePolicy, decide_promotion
 from daemon.lock import RunLock
+from daemon.notify import notify_run
 from daemon.preflight import run_preflight
 from daemon.promote import build_release, current_target, swap_current
 from daemon.registry import Registry, RunStatus, Trigger
@@ -164,22 +165,22 @@ class _Night:
         except Interrupted as exc:
             self.registry.transition(self.run_id, RunStatus.INTERRUPTED, reason=str(exc))
             status = RunStatus.INTERRUPTED
-            self._write_report()
+            self._report_and_notify()
             raise
         except NightshiftError as exc:
             self.registry.transition(self.run_id, RunStatus.FAILED, reason=str(exc))
-            self._write_report()
+            self._report_and_notify()
             raise
         except Exception as exc:
             self.registry.transition(
                 self.run_id, RunStatus.FAILED, reason=f"internal error: {type(exc).__name__}: {exc}"
             )
-            self._write_report()
+            self._report_and_notify()
             raise
         finally:
             if eval_worker is not None:
                 eval_worker.stop(self.cfg.schedule.stop_grace_s)
-        report = self._write_report()
+        report = self._report_and_notify()
         log.info("run_finished", run_id=self.run_id, status=status.value)
         return RunOutcome(run_id=self.run_id, status=status, reasons=reasons, report_path=report)
 
@@ -358,12 +359,14 @@ class _Night:
         promote_run(self.cfg, self.registry, self.run_id, decided_by="auto", reason=decision.summary)
         return RunStatus.PROMOTED
 
-    def _write_report(self) -> Path | None:
+    def _report_and_notify(self) -> Path | None:
         try:
-            return write_report(self.cfg, self.registry, self.run_id)
+            path: Path | None = write_report(self.cfg, self.registry, self.run_id)
         except Exception as exc:  # a report problem must not mask the run's outcome
             log.error("report_failed", run_id=self.run_id, error=f"{type(exc).__name__}: {exc}")
-            return None
+            path = None
+        notify_run(self.cfg, self.registry, self.run_id, path)  # never raises
+        return path
 
 
 def promote_run(cfg: Config, registry: Registry, run_id: int, *, decided_by: str, reason: str) -> Path:
@@ -446,7 +449,7 @@ def finish_manual_decision(cfg: Config, run_id: int, *, approve: bool, decided_b
         else:
             registry.transition(run_id, RunStatus.REJECTED, reason=f"rejected by {who} ({gate})")
             result = RunStatus.REJECTED
-        write_report(cfg, registry, run_id)
+        notify_run(cfg, registry, run_id, write_report(cfg, registry, run_id))
         return result.value
 
 

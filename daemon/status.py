@@ -8,6 +8,7 @@ from typing import Any
 from daemon import clock
 from daemon.config import Config
 from daemon.lock import read_lock_holder
+from daemon.notify import last_notice_status
 from daemon.promote import current_target
 from daemon.registry import Registry
 from daemon.worker.env import blas_description
@@ -22,7 +23,8 @@ def collect_status(cfg: Config) -> dict[str, Any]:
     progress of the run holding the lock: ``{run_id, pid, stage, iteration,
     total, train_loss, eta_s, ...}``), ``current`` (resolved release path or
     null), ``blas``, plus the scheduler's ``daemon``, ``next_run``,
-    ``next_rehearsal`` and ``rehearsal``.
+    ``next_rehearsal`` and ``rehearsal``, and ``notify`` (null or the last
+    notification's ``{run_id, at, results: [{channel, ok, error}]}``).
     """
     from daemon.scheduler import schedule_status
 
@@ -64,6 +66,7 @@ def collect_status(cfg: Config) -> dict[str, Any]:
             "current": str(target) if target else None,
             "state_dir": str(state_dir),
             "blas": blas_description(),
+            "notify": last_notice_status(state_dir),
         }
         out.update(schedule_status(cfg, clock.now(), registry))
         return out
@@ -106,5 +109,8 @@ def render_status(status: dict[str, Any]) -> str:
     reh = status.get("rehearsal")
     if reh:
         lines.append(f"rehearsal:  {'passed' if reh.get('ok') else 'FAILED'} at {reh.get('created_at')}")
+    failed = [r for r in (status.get("notify") or {}).get("results", []) if not r.get("ok")]
+    for r in failed:
+        lines.append(f"notify:     {r['channel']} FAILED for run {status['notify']['run_id']}: {r['error']}")
     lines.append(f"BLAS:       {status['blas']}")
     return "\n".join(lines)

@@ -1,0 +1,501 @@
+"""Everything a morning report shows, gathered once from the registry.
+
+:func:`gather_report` reads a run and its neighbours and returns a
+:class:`ReportData`; the Markdown (:mod:`daemon.report.markdown`), HTML
+(:mod:`daemon.report.html`) and JSON outputs all render this one object, so
+the three never disagree. Strings in it are raw (unescaped): each renderer
+escapes them for its own format.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Config
+from daemon.gate import Decision
+from daemon.promote import current_target
+from daemon.registry import Registry, RunStatus
+
+ROLES = ("base", "champion", "challenger")
+TREND_NIGHTS = 60
+"""Nights shown in the trend plot and table (the newest ones)."""
+PREVIOUS_CURVES = 5
+"""Earlier nights' loss curves drawn behind tonight's."""
+DIFFS_PER_DIRECTION = 6
+"""Sample diffs shown per direction (newly right, newly wrong)."""
+WORST_ITEMS = 8
+TEXT_LIMIT = 600
+"""Characters of a prompt, reply or gold kept in a report (the rest is cut with an ellipsis)."""
+
+
+@dataclass(frozen=True)
+class CategoryRow:
+    """One category's mean item score (0..1) per role, with the gate's numbers when decided.
+
+    Attributes:
+        means: role (base, champion, challenger) -> mean item score, for roles scored.
+        ci: role -> two-sided interval of the mean (from the gate's decision), when known.
+        delta, lo, hi: challenger - champion and its one-sided bounds (gate), when decided.
+        verdict: the gate's verdict for the category, when decided.
+    """
+
+    name: str
+    n_items: int
+    means: dict[str, float]
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    delta: float | None = None
+    lo: float | None = None
+    hi: float | None = None
+    verdict: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """One eval item seen by champion and challenger (scores are means over samples)."""
+
+    category: str
+    item_id: str
+    champion_score: float | None
+    challenger_score: float | None
+    prompt: str
+    champion_reply: str
+    challenger_reply: str
+    gold: str
+    detail: str = ""
+
+    @property
+    def delta(self) -> float:
+        """challenger - champion (0 when one side is missing)."""
+        if self.champion_score is None or self.challenger_score is None:
+            return 0.0
+        return self.challenger_score - self.champion_score
+
+
+@dataclass(frozen=True)
+class LossCurve:
+    """A night's training curve: ``(iteration, loss)`` pairs in nats/token."""
+
+    run_id: int
+    train: list[tuple[int, float]]
+    val: list[tuple[int, float]]
+    best_iteration: int | None = None
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """One decided night: composites and per-category means of champion and challenger."""
+
+    run_id: int
+    date: str
+    status: str
+    champion: float | None
+    challenger: float | None
+    categories: dict[str, tuple[float, float]]
+    """category -> (champion mean, challenger mean)."""
+
+
+@dataclass(frozen=True)
+class NightRow:
+    """One run in the history index."""
+
+    run_id: int
+    date: str
+    status: str
+    reason: str
+    composite: tuple[float, float] | None
+    """(champion, challenger) composite when decided."""
+
+
+@dataclass
+class ReportData:
+    """The content of one run's morning report (raw strings; renderers escape)."""
+
+    run_id: int
+    status: str
+    headline: str
+    reason: str
+    """The gate's or the failure's reason in one sentence."""
+    trigger: str
+    started_at: str | None
+    finished_at: str | None
+    profile: str | None
+    failure_reason: str | None
+    run_dir: str | None
+    stopped_in: str | None
+    """The stage that failed or was interrupted, when the run did not complete."""
+    decision: Decision | None
+    composite: dict[str, float] | None
+    """champion, challenger, delta, lower_bound (when decided)."""
+    categories: list[CategoryRow]
+    held_out_loss: dict[str, float]
+    reused: list[str]
+    diffs: list[ItemRow]
+    worst: list[ItemRow]
+    training: list[tuple[str, str]] | None
+    """(parameter, value) pairs; None when training never started."""
+    loss: LossCurve | None
+    previous_losses: list[LossCurve]
+    stages: list[tuple[str, str, float | None]]
+    preflight: list[tuple[str, str, str]]
+    rehearsal: dict[str, Any] | None
+    dataset: dict[str, Any]
+    """examples, sha256, previous_examples, previous_sha256 (each may be None)."""
+    config_diff: list[tuple[str, str, str]]
+    """(key path, previous night's value, tonight's value)."""
+    trend: list[TrendPoint]
+    serving: dict[str, Any]
+    """current (release path or None), swapped_tonight, note."""
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Optional records other stages add when present (hand-off, truncation share, ...)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (``nightshift report --json``)."""
+        d = asdict(self)
+        d["decision"] = self.decision.to_dict() if self.decision is not None else None
+        return d
+
+
+HEADLINES = {
+    RunStatus.PROMOTED: "Promoted: the challenger is the new champion.",
+    RunStatus.REJECTED: "Rejected: the champion stays.",
+    RunStatus.AWAITING_APPROVAL: "Awaiting approval: run `nightshift approve {id}` or `nightshift reject {id}`.",
+    RunStatus.FAILED: "Failed: nothing was promoted.",
+    RunStatus.INTERRUPTED: "Interrupted: nothing was promoted.",
+}
+
+
+def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights: int = TREND_NIGHTS) -> ReportData:
+    """Read everything the report of ``run_id`` shows.
+
+    Args:
+        trend_nights: how many of the newest runs (up to and including this one) feed the trend.
+
+    Raises:
+        RegistryError: no such run.
+    """
+    run = registry.get_run(run_id)
+    status = RunStatus(run.status)
+    decision = _decision(run.decision)
+    stages = [(s.stage, s.outcome or "running", s.duration_s) for s in registry.stages(run_id)]
+    history = [r for r in registry.runs(limit=trend_nights + 1) if r.id <= run_id]
+    previous = next((r for r in history if r.id < run_id and _snapshot(r.config_snapshot).get("training")), None)
+
+    evals = {es.role: es for es in registry.eval_sets(run_id)}
+    rows_by_role = {role: registry.eval_results(es.id) for role, es in evals.items()}
+    items = _items(rows_by_role)
+    categories = _category_rows(rows_by_role, decision)
+
+    metrics = registry.train_metrics(run_id)
+    trained = any(s[0] == "training" for s in stages) or bool(metrics)
+    snap = _snapshot(run.config_snapshot)
+    loss = _curve(run_id, metrics, None) if metrics else None
+    previous_losses: list[LossCurve] = []
+    for r in history:
+        if r.id < run_id and len(previous_losses) < PREVIOUS_CURVES:
+            m = registry.train_metrics(r.id)
+            if m:
+                previous_losses.append(_curve(r.id, m, None))
+
+    target = current_target(cfg.paths.state_dir)
+    promoted_tonight = status is RunStatus.PROMOTED
+    serving = {
+        "current": str(target) if target else None,
+        "swapped_tonight": promoted_tonight,
+        "note": _serving_note(status, target),
+    }
+    stopped_in = next((s[0] for s in stages if s[1] in ("failed", "interrupted")), None)
+    composite = None
+    if decision is not None and decision.composite is not None:
+        c = decision.composite
+        composite = {"champion": c.champion, "challenger": c.challenger, "delta": c.delta, "lower_bound": c.lower_bound}
+    data = ReportData(
+        run_id=run.id,
+        status=status.value,
+        headline=_headline(status, run.id, decision, run.failure_reason),
+        reason=_reason(status, decision, run.failure_reason),
+        trigger=run.trigger,
+        started_at=run.started_at.isoformat(timespec="seconds") if run.started_at else None,
+        finished_at=run.finished_at.isoformat(timespec="seconds") if run.finished_at else None,
+        profile=run.profile,
+        failure_reason=run.failure_reason if status in (RunStatus.FAILED, RunStatus.INTERRUPTED) else None,
+        run_dir=run.run_dir,
+        stopped_in=stopped_in,
+        decision=decision,
+        composite=composite,
+        categories=categories,
+        held_out_loss={role: es.held_out_loss for role, es in evals.items() if es.held_out_loss is not None},
+        reused=[f"{role} (from eval set {es.reused_from})" for role, es in evals.items() if es.reused_from],
+        diffs=_diffs(items),
+        worst=_worst(items),
+        training=_training(cfg, snap, metrics) if trained and snap.get("training") else None,
+        loss=loss,
+        previous_losses=previous_losses,
+        stages=stages,
+        preflight=[(c.name, c.level, c.message) for c in registry.preflight_checks(run_id) if c.level != "ok"],
+        rehearsal=_rehearsal(registry),
+        dataset={
+            "examples": run.dataset_examples,
+            "sha256": run.dataset_sha256,
+            "previous_examples": previous.dataset_examples if previous else None,
+            "previous_sha256": previous.dataset_sha256 if previous else None,
+            "previous_run": previous.id if previous else None,
+        },
+        config_diff=_config_diff(_snapshot(previous.config_snapshot), snap) if previous and snap.get("training") else [],
+        trend=_trend(history),
+        serving=serving,
+    )
+    return data
+
+
+def gather_history(registry: Registry, limit: int = 10_000) -> tuple[list[NightRow], list[TrendPoint]]:
+    """Every run (newest first) for the history index, and the trend of decided nights."""
+    runs = registry.runs(limit=limit)
+    return [night_row(r) for r in runs], _trend(runs)
+
+
+def night_row(run: Any) -> NightRow:
+    """One registry run as a history row (status, reason in one sentence, composites)."""
+    d = _decision(run.decision)
+    comp = (d.composite.champion, d.composite.challenger) if d is not None and d.composite else None
+    return NightRow(
+        run_id=run.id,
+        date=run.started_at.isoformat(timespec="minutes") if run.started_at else "",
+        status=run.status,
+        reason=_reason(RunStatus(run.status), d, run.failure_reason),
+        composite=comp,
+    )
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _decision(raw: str | None) -> Decision | None:
+    if not raw:
+        return None
+    try:
+        return Decision.from_dict(json.loads(raw))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _snapshot(raw: str | None) -> dict[str, Any]:
+    try:
+        snap = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return snap if isinstance(snap, dict) else {}
+
+
+def _headline(status: RunStatus, run_id: int, d: Decision | None, failure: str | None) -> str:
+    if status is RunStatus.REJECTED and d is not None and d.promote:
+        # The gate recommended promotion; an operator (manual policy) said no.
+        return "Rejected by the operator: the gate recommended promotion; the champion stays."
+    if status is RunStatus.PROMOTED and d is not None and not d.promote:
+        return "Promoted by the operator against the gate's recommendation: the challenger is the new champion."
+    if status.is_active:
+        return f"Still running ({status.value})."
+    return HEADLINES.get(status, status.value).format(id=run_id)
+
+
+def _reason(status: RunStatus, d: Decision | None, failure: str | None) -> str:
+    """The reason in one sentence: the failure (folded to one line), the operator's, or the gate's."""
+    folded = " ".join((failure or "").split())
+    if len(folded) > 400:
+        folded = folded[:400] + "…"
+    if status in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+        return folded or "no reason was recorded"
+    if d is None or (folded and status is RunStatus.REJECTED and d.promote):
+        return folded
+    return d.summary if status is not RunStatus.AWAITING_APPROVAL else f"the gate recommends: {d.summary}"
+
+
+def _serving_note(status: RunStatus, target: Path | None) -> str:
+    if target is None:
+        return "No release has been promoted yet: keep serving the base model."
+    if status is RunStatus.PROMOTED:
+        return (
+            "`current` was swapped tonight. A running `mlx_lm.server` does not notice the swap: "
+            "restart it (see README)."
+        )
+    return "Tonight's run changed nothing that is served: keep serving `current`."
+
+
+def _items(rows_by_role: Mapping[str, Sequence[Any]]) -> list[ItemRow]:
+    """Champion and challenger rows joined per (category, item), scores averaged over samples."""
+    per: dict[str, dict[tuple[str, str], list[Any]]] = {}
+    for role in ("champion", "challenger"):
+        acc: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        for r in rows_by_role.get(role, []):
+            acc[(r.category, r.item_id)].append(r)
+        per[role] = acc
+    keys = list(per["challenger"]) or list(per["champion"])
+    out = []
+    for key in keys:
+        ch, cl = per["champion"].get(key, []), per["challenger"].get(key, [])
+        first = (cl or ch)[0]
+        out.append(
+            ItemRow(
+                category=key[0],
+                item_id=key[1],
+                champion_score=_mean(r.score for r in ch),
+                challenger_score=_mean(r.score for r in cl),
+                prompt=first.prompt or "",
+                champion_reply=(ch[0].reply or "") if ch else "",
+                challenger_reply=(cl[0].reply or "") if cl else "",
+                gold=first.gold or "",
+                detail=(cl[0].detail or "") if cl else "",
+            )
+        )
+    return out
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    vals = list(values)
+    return sum(vals) / len(vals) if vals else None
+
+
+def _round_robin(groups: dict[str, list[ItemRow]], n: int) -> list[ItemRow]:
+    """Up to ``n`` rows taking one from each category in turn (each list already ordered)."""
+    out: list[ItemRow] = []
+    queues = [list(v) for _, v in sorted(groups.items())]
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
+
+
+def _diffs(items: list[ItemRow]) -> list[ItemRow]:
+    """Items where champion and challenger disagree: newly right first, then newly wrong,
+    the largest changes of each category first, spread across categories."""
+    out = []
+    for sign in (1, -1):
+        groups: dict[str, list[ItemRow]] = defaultdict(list)
+        for it in items:
+            if it.delta * sign > 0:
+                groups[it.category].append(it)
+        for g in groups.values():
+            g.sort(key=lambda it: (-abs(it.delta), it.item_id))
+        out += _round_robin(groups, DIFFS_PER_DIRECTION)
+    return out
+
+
+def _worst(items: list[ItemRow]) -> list[ItemRow]:
+    """The challenger's lowest-scoring items below 1.0, spread across categories."""
+    groups: dict[str, list[ItemRow]] = defaultdict(list)
+    for it in items:
+        if it.challenger_score is not None and it.challenger_score < 1.0:
+            groups[it.category].append(it)
+    for g in groups.values():
+        g.sort(key=lambda it: (it.challenger_score or 0.0, it.item_id))
+    return sorted(_round_robin(groups, WORST_ITEMS), key=lambda it: (it.challenger_score or 0.0, it.category))
+
+
+def _category_rows(rows_by_role: Mapping[str, Sequence[Any]], d: Decision | None) -> list[CategoryRow]:
+    means: dict[str, dict[str, float]] = {}
+    counts: dict[str, set[str]] = defaultdict(set)
+    for role, rows in rows_by_role.items():
+        per: dict[str, list[float]] = defaultdict(list)
+        for r in rows:
+            per[r.category].append(r.score)
+            counts[r.category].add(r.item_id)
+        means[role] = {c: sum(v) / len(v) for c, v in per.items() if v}
+    verdicts = {v.name: v for v in d.categories} if d is not None else {}
+    out = []
+    for cat in sorted(counts):
+        v = verdicts.get(cat)
+        ci = {"champion": tuple(v.champion_ci), "challenger": tuple(v.challenger_ci)} if v else {}
+        out.append(
+            CategoryRow(
+                name=cat,
+                n_items=len(counts[cat]),
+                means={role: means[role][cat] for role in ROLES if cat in means.get(role, {})},
+                ci=ci,  # type: ignore[arg-type]
+                delta=v.delta if v else None,
+                lo=v.lo if v else None,
+                hi=v.hi if v else None,
+                verdict=str(getattr(v.verdict, "value", v.verdict)) if v else None,
+            )
+        )
+    return out
+
+
+def _curve(run_id: int, metrics: Sequence[Any], best: int | None) -> LossCurve:
+    return LossCurve(
+        run_id=run_id,
+        train=[(m.iteration, m.train_loss) for m in metrics if m.train_loss is not None],
+        val=[(m.iteration, m.val_loss) for m in metrics if m.val_loss is not None],
+        best_iteration=best,
+    )
+
+
+def _training(cfg: Config, snap: dict[str, Any], metrics: Sequence[Any]) -> list[tuple[str, str]]:
+    t = snap["training"]
+    lora = t.get("lora", {})
+    scale = lora.get("scale") or (
+        lora["alpha"] / lora["rank"] if lora.get("alpha") else cfg.training.lora.effective_scale
+    )
+    out = [
+        ("base model", f"{snap.get('paths', {}).get('base_model', '?')} (every night trains on the base)"),
+        ("LoRA", f"rank {lora.get('rank')}, scale {scale:g}, dropout {lora.get('dropout')}, layers {lora.get('layers')}"),
+        ("steps", f"{t.get('iters')} iterations, batch {t.get('batch_size')} × grad accumulation {t.get('grad_accumulation')}"),
+        ("learning rate", f"{t.get('learning_rate'):g} ({t.get('lr_schedule')}, warmup {t.get('warmup_steps')})"),
+        ("max sequence", f"{t.get('max_seq_len_tokens')} tokens, grad checkpointing {t.get('grad_checkpoint')}, seed {t.get('seed')}"),
+    ]
+    train_rows = [m for m in metrics if m.train_loss is not None]
+    val_rows = [m for m in metrics if m.val_loss is not None]
+    if train_rows:
+        last = train_rows[-1]
+        peak = max((m.peak_memory_bytes or 0) for m in train_rows)
+        tps = f"{last.tokens_per_s:.0f} tokens/s" if last.tokens_per_s else "– tokens/s"
+        out.append(("final train loss", f"{last.train_loss:.3f} at iteration {last.iteration}; {tps}; peak memory {peak / 1e9:.2f} GB"))
+    if val_rows:
+        out.append(("validation loss", f"final {val_rows[-1].val_loss:.3f} (first {val_rows[0].val_loss:.3f})"))
+    if not metrics:
+        out.append(("metrics", "no training metrics recorded"))
+    return out
+
+
+def _rehearsal(registry: Registry) -> dict[str, Any] | None:
+    r = registry.last_rehearsal()
+    return None if r is None else {"created_at": r["created_at"], "ok": r["ok"]}
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, str]]:
+    a, b = _flatten(old), _flatten(new)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return [(k, json.dumps(a.get(k)), json.dumps(b.get(k))) for k in keys]
+
+
+def _trend(runs: Sequence[Any]) -> list[TrendPoint]:
+    """Decided nights, oldest first."""
+    out = []
+    for r in sorted(runs, key=lambda r: r.id):
+        d = _decision(r.decision)
+        if d is None or d.composite is None:
+            continue
+        out.append(
+            TrendPoint(
+                run_id=r.id,
+                date=r.started_at.date().isoformat() if r.started_at else "",
+                status=r.status,
+                champion=d.composite.champion,
+                challenger=d.composite.challenger,
+                categories={v.name: (v.champion_mean, v.challenger_mean) for v in d.categories},
+            )
+        )
+    return out

@@ -1,0 +1,140 @@
+"""Notifications at the end of a night: a real local HTTP server, a command hook, osascript."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from daemon.config import NotifyConfig
+from daemon.notify import last_notice_status, notify_run
+from daemon.registry import Registry
+from daemon.status import render_status
+from tests.unit.report_nights import make_config, make_night
+
+
+class _Hook:
+    """A local HTTP server recording JSON POSTs; answers ``status``."""
+
+    def __init__(self, status: int = 200) -> None:
+        received: list[dict] = []
+        self.received = received
+        code = status
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append({"path": self.path, "type": self.headers["Content-Type"], "body": json.loads(body)})
+                self.send_response(code)
+                self.end_headers()
+                self.wfile.write(b"ok" if code < 300 else b"no such channel")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/night"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def hook() -> Iterator[_Hook]:
+    h = _Hook()
+    yield h
+    h.close()
+
+
+@pytest.fixture()
+def night(tmp_path: Path) -> Iterator[tuple]:
+    cfg = make_config(tmp_path / "state")
+    reg = Registry.open(cfg.paths.state_dir)
+    yield cfg, reg
+    reg.close()
+
+
+def test_webhook_reaches_a_real_http_server(night: tuple, hook: _Hook) -> None:
+    cfg, reg = night
+    rid = make_night(cfg, reg, "promoted")
+    cfg = replace(cfg, notify=NotifyConfig(webhook_url=hook.url, webhook_topic="nights"))
+    report = cfg.paths.state_dir / "reports" / "run-0001.md"
+    assert notify_run(cfg, reg, rid, report) == [{"channel": "webhook", "ok": True, "error": None}]
+    (got,) = hook.received
+    assert got["path"] == "/hooks/night" and got["type"] == "application/json"
+    body = got["body"]
+    assert body["text"] == body["message"]  # Slack reads text, ntfy reads message
+    assert body["topic"] == "nights" and body["outcome"] == "promoted" and body["run_id"] == rid
+    assert body["text"].startswith("nightshift run 1: promoted · composite 0.5000 -> 0.8500 (+0.3500) · PROMOTE")
+    assert body["text"].endswith(f"report: {report}")
+
+
+def test_every_outcome_is_sent(night: tuple, hook: _Hook) -> None:
+    cfg, reg = night
+    cfg = replace(cfg, notify=NotifyConfig(webhook_url=hook.url))
+    for outcome in ("failed_preflight", "interrupted", "awaiting_approval", "rejected"):
+        notify_run(cfg, reg, make_night(cfg, reg, outcome), None)
+    assert [r["body"]["outcome"] for r in hook.received] == ["failed", "interrupted", "awaiting_approval", "rejected"]
+    assert "disk: 12 GB free" in hook.received[0]["body"]["reason"]
+
+
+def test_a_failing_notifier_never_raises_and_shows_in_status(night: tuple, tmp_path: Path) -> None:
+    cfg, reg = night
+    broken = _Hook(status=404)
+    try:
+        cfg = replace(cfg, notify=NotifyConfig(webhook_url=broken.url, command=[str(tmp_path / "missing-hook")], timeout_s=5))
+        results = notify_run(cfg, reg, make_night(cfg, reg, "rejected"), None)
+    finally:
+        broken.close()
+    assert [(r["channel"], r["ok"]) for r in results] == [("webhook", False), ("command", False)]
+    assert "HTTP 404" in results[0]["error"] and "not found" in results[1]["error"]
+    recorded = last_notice_status(cfg.paths.state_dir)
+    assert recorded is not None and recorded["results"] == results
+    status = {"champion": None, "current": None, "last_run": None, "blas": "-", "notify": recorded}
+    assert f"notify:     webhook FAILED for run 1: {results[0]['error']}" in render_status(status)
+
+
+def test_command_hook_gets_json_and_environment(night: tuple, tmp_path: Path) -> None:
+    cfg, reg = night
+    out = tmp_path / "hook.json"
+    script = tmp_path / "hook.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "body = json.load(sys.stdin)\n"
+        "json.dump({'body': body, 'env': {k: v for k, v in os.environ.items() if k.startswith('NIGHTSHIFT_')}},"
+        " open(sys.argv[1], 'w'))\n"
+    )
+    cfg = replace(cfg, notify=NotifyConfig(command=[sys.executable, str(script), str(out)]))
+    rid = make_night(cfg, reg, "failed_training")
+    assert notify_run(cfg, reg, rid, None)[0]["ok"]
+    got = json.loads(out.read_text())
+    assert got["body"]["outcome"] == "failed" and got["env"]["NIGHTSHIFT_OUTCOME"] == "failed"
+    assert got["env"]["NIGHTSHIFT_RUN_ID"] == str(rid)
+    assert "signal 9" in got["env"]["NIGHTSHIFT_MESSAGE"]
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="the real osascript would show a notification")
+def test_macos_notification_passes_the_text_as_an_argument(night: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """osascript cannot run here: a fake on PATH records its argv (the only fake)."""
+    cfg, reg = night
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    record = tmp_path / "argv.json"
+    fake = bindir / "osascript"
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{__import__('os').environ['PATH']}")
+    cfg = replace(cfg, notify=NotifyConfig(macos=True))
+    rid = make_night(cfg, reg, "interrupted")
+    assert notify_run(cfg, reg, rid, None)[0]["ok"]
+    argv = json.loads(record.read_text())
+    assert argv[-2] == f"nightshift run {rid}" and argv[-1].startswith(f"nightshift run {rid}: interrupted")
+    assert all('"' not in a for a in argv[:-2])  # the message never becomes AppleScript source

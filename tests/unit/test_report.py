@@ -1,0 +1,177 @@
+"""The morning report: golden Markdown per outcome, no contradictions, inert outside strings."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from markdown_it import MarkdownIt
+
+from daemon import clock
+from daemon.registry import Registry
+from daemon.report import render_report
+from daemon.report.data import gather_report
+from daemon.report.escape import md_block, md_inline
+from tests.unit.report_nights import HOSTILE, make_config, make_night
+
+GOLDEN = Path(__file__).parent / "golden"
+OUTCOMES = [
+    "promoted", "rejected", "awaiting_approval", "operator_rejected",
+    "failed_preflight", "failed_training", "interrupted",
+]  # fmt: skip
+
+
+@pytest.fixture()
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clock, "now", lambda: datetime(2026, 11, 20, 1, 0, tzinfo=UTC))
+
+
+@pytest.fixture()
+def night(tmp_path: Path, fixed_clock: None) -> Iterator[tuple]:
+    state = tmp_path / "state"
+    cfg = make_config(state)
+    reg = Registry.open(state)
+    yield cfg, reg, state
+    reg.close()
+
+
+def normalise(text: str, state: Path) -> str:
+    text = text.replace(str(state.parent).replace("_", "\\_"), "<TMP>").replace(str(state.parent), "<TMP>")
+    return text
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES)
+def test_markdown_matches_the_golden_file(outcome: str, night: tuple) -> None:
+    """Golden Markdown per outcome (UPDATE_GOLDEN=1 rewrites them; review the diff)."""
+    cfg, reg, state = night
+    make_night(cfg, reg, "promoted")  # a previous night: trend, dataset and config comparisons
+    rid = make_night(cfg, reg, outcome)
+    text = normalise(render_report(cfg, reg, rid), state)
+    golden = GOLDEN / f"report-{outcome}.md"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES)
+def test_markdown_does_not_contradict_itself(outcome: str, night: tuple) -> None:
+    """Defect: "Rejected" above an unexplained PROMOTE, "finished still running", restart advice
+    on a night that swapped nothing, training parameters of a training that never started."""
+    cfg, reg, state = night
+    rid = make_night(cfg, reg, outcome)
+    text = render_report(cfg, reg, rid)
+    assert "still running" not in text
+    if outcome != "promoted":
+        assert "restart it" not in text
+        assert "swapped tonight" not in text
+    if outcome == "failed_preflight":
+        assert "## Training" not in text and "learning rate" not in text
+        assert "## Why it failed (during preflight)" in text
+    if outcome in ("failed_training", "interrupted"):
+        assert "## Training" in text  # it started: its parameters and curve are facts
+    if outcome == "interrupted":
+        assert "## Why it was interrupted (during evaluating)" in text
+    if outcome == "operator_rejected":
+        assert "**Rejected by the operator: the gate recommended promotion; the champion stays.**" in text
+        assert "rejected by alice" in text
+    if outcome == "awaiting_approval":
+        assert "waiting for an operator's decision" in text
+        assert "not applied until an operator approves or rejects it" in text
+        assert "the gate recommends: PROMOTE" in text
+    if outcome == "rejected":
+        assert "Promotion decision: PROMOTE" not in text and "**Rejected: the champion stays.**" in text
+
+
+# ------------------------------------------------------------------ escaping (issue 9, defect 10)
+
+
+def _render_commonmark(text: str) -> str:
+    return MarkdownIt("commonmark").enable("table").render(text)
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(html_text: str) -> list[tuple[str, dict[str, str | None]]]:
+    p = _Tags()
+    p.feed(html_text)
+    return p.tags
+
+
+def test_hostile_strings_are_inert_in_markdown(night: tuple) -> None:
+    """Issue 9 defect 10: a code fence in a failure reason broke out of its block; category names
+    broke the table; links and images in replies stayed live."""
+    cfg, reg, _ = night
+    failed = make_night(cfg, reg, "failed_preflight", hostile=True)
+    decided = make_night(cfg, reg, "awaiting_approval", hostile=True)
+    for rid in (failed, decided):
+        rendered = _render_commonmark(render_report(cfg, reg, rid))
+        tags = {t for t, _ in _tags(rendered)}
+        assert not tags & {"a", "img", "script", "b"}, tags
+    text = render_report(cfg, reg, decided)
+    # every table row keeps its column count: the category name did not add a cell
+    md = MarkdownIt("commonmark").enable("table")
+    for tok_row in _table_rows(md.parse(text)):
+        assert tok_row[0] == tok_row[1]
+    # the failure reason is one code block holding the whole reason, fence included
+    fences = [t for t in MarkdownIt("commonmark").parse(render_report(cfg, reg, failed)) if t.type == "fence"]
+    assert [f.content.rstrip("\n") for f in fences] == [HOSTILE["reason"]]
+
+
+def _table_rows(tokens: list) -> Iterator[tuple[int, int]]:
+    """(cells in this row, cells in its table's header) for every body row."""
+    header = cells = 0
+    in_head = False
+    for t in tokens:
+        if t.type == "thead_open":
+            in_head, header = True, 0
+        elif t.type == "thead_close":
+            in_head = False
+        elif t.type == "tr_open":
+            cells = 0
+        elif t.type in ("th_open", "td_open"):
+            cells += 1
+        elif t.type == "tr_close" and not in_head:
+            yield cells, header
+        elif t.type == "tr_close":
+            header = cells
+
+
+def test_md_inline_and_md_block() -> None:
+    assert md_inline("a|b") == "a\\|b"
+    assert md_inline("line1\n# line2") == "line1 # line2"
+    assert "\\:" in md_inline("see https://x.example") and "www\\." in md_inline("www.x.example")
+    assert _render_commonmark(md_inline("![i](http://e/x.png) <i>x</i> [l](javascript:alert(1))")).count("<") == 2  # <p></p>
+    block = md_block("a\n````\nb")
+    assert block.startswith("`````text\n") and block.endswith("\n`````")
+
+
+def test_hostile_strings_are_inert_in_html(night: tuple) -> None:
+    """Issue 9 defect 10 in the HTML report: replies, golds, categories, item ids, judge output
+    and failure reasons are text; the only link is ours, every image is a data: URI."""
+    from daemon.report.html import render_html
+
+    cfg, reg, _ = night
+    failed = make_night(cfg, reg, "failed_preflight", hostile=True)
+    decided = make_night(cfg, reg, "awaiting_approval", hostile=True)
+    for rid in (failed, decided):
+        page = render_html(gather_report(cfg, reg, rid))
+        tags = _tags(page)
+        names = {t for t, _ in tags}
+        assert "script" not in names and "b" in names  # our own <b>; theirs would be escaped text
+        assert [a.get("href") for t, a in tags if t == "a"] == ["index.html"]
+        assert all((a.get("src") or "").startswith("data:image/svg+xml;base64,") for t, a in tags if t == "img")
+        assert "&lt;script&gt;" in page
+        assert not re.search(r"<(script|iframe|object)", page, re.I)
+    assert "evil|&lt;b&gt;cat&lt;/b&gt;" in page
