@@ -78,23 +78,31 @@ def write_report(cfg: Config, registry: Registry, run_id: int, *, html: bool = T
     path = report_path(state_dir, run_id)
     _write_atomic(path, render_markdown(data))
     if html:
+        from daemon.report import plots
         from daemon.report.html import render_html
 
-        _write_atomic(html_report_path(state_dir, run_id), render_html(data))
-        write_index(cfg, registry)
+        trend_uri = plots.trend_plot(data.trend) if data.trend else None
+        _write_atomic(html_report_path(state_dir, run_id), render_html(data, trend_uri=trend_uri))
+        newest = registry.last_run()
+        # The newest run's trend is the index's trend: draw it once for both pages.
+        write_index(cfg, registry, trend_uri=trend_uri if newest is not None and newest.id == run_id else None)
     registry.update_run(run_id, report_path=str(path))
     return path
 
 
-def write_index(cfg: Config, registry: Registry) -> Path:
-    """Write ``reports/index.html``: every night with its status, composite and report links."""
+def write_index(cfg: Config, registry: Registry, *, trend_uri: str | None = None) -> Path:
+    """Write ``reports/index.html``: every night with its status, composite and report links.
+
+    Args:
+        trend_uri: the trend figure when already drawn (else it is drawn here).
+    """
     from daemon.report.html import render_index
 
     rows, trend = gather_history(registry)
     state_dir = cfg.paths.state_dir
     have = {r.run_id for r in rows if html_report_path(state_dir, r.run_id).exists()}
     path = index_path(state_dir)
-    _write_atomic(path, render_index(rows, trend, have_html=have))
+    _write_atomic(path, render_index(rows, trend, have_html=have, trend_uri=trend_uri))
     return path
 
 

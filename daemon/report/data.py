@@ -22,8 +22,8 @@ from daemon.promote import current_target
 from daemon.registry import Registry, RunStatus
 
 ROLES = ("base", "champion", "challenger")
-TREND_NIGHTS = 60
-"""Nights shown in the trend plot and table (the newest ones)."""
+TREND_NIGHTS = 365
+"""Runs (the newest, up to the reported one) whose decided nights make the trend plot."""
 PREVIOUS_CURVES = 5
 """Earlier nights' loss curves drawn behind tonight's."""
 DIFFS_PER_DIRECTION = 6
@@ -255,20 +255,29 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
 def gather_history(registry: Registry, limit: int = 10_000) -> tuple[list[NightRow], list[TrendPoint]]:
     """Every run (newest first) for the history index, and the trend of decided nights."""
     runs = registry.runs(limit=limit)
-    return [night_row(r) for r in runs], _trend(runs)
+    return [night_row(r) for r in runs], _trend(runs[: TREND_NIGHTS + 1])
 
 
 def night_row(run: Any) -> NightRow:
     """One registry run as a history row (status, reason in one sentence, composites)."""
-    d = _decision(run.decision)
-    comp = (d.composite.champion, d.composite.challenger) if d is not None and d.composite else None
+    raw = _decision_dict(run.decision)
+    comp = raw.get("composite") or None
+    gate = _GateSummary(bool(raw.get("promote")), str(raw.get("summary", ""))) if raw else None
     return NightRow(
         run_id=run.id,
         date=run.started_at.isoformat(timespec="minutes") if run.started_at else "",
         status=run.status,
-        reason=_reason(RunStatus(run.status), d, run.failure_reason),
-        composite=comp,
+        reason=_reason(RunStatus(run.status), gate, run.failure_reason),
+        composite=(comp["champion"], comp["challenger"]) if comp else None,
     )
+
+
+@dataclass(frozen=True)
+class _GateSummary:
+    """The two fields of a stored decision that the one-sentence reason needs."""
+
+    promote: bool
+    summary: str
 
 
 # ----------------------------------------------------------------- helpers
@@ -281,6 +290,18 @@ def _decision(raw: str | None) -> Decision | None:
         return Decision.from_dict(json.loads(raw))
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _decision_dict(raw: str | None) -> dict[str, Any]:
+    """A stored decision as plain JSON (the trend and history read a few fields of hundreds of
+    nights; rebuilding each :class:`Decision` would cost more than the page)."""
+    if not raw:
+        return {}
+    try:
+        d = json.loads(raw)
+    except ValueError:
+        return {}
+    return d if isinstance(d, dict) else {}
 
 
 def _snapshot(raw: str | None) -> dict[str, Any]:
@@ -302,7 +323,7 @@ def _headline(status: RunStatus, run_id: int, d: Decision | None, failure: str |
     return HEADLINES.get(status, status.value).format(id=run_id)
 
 
-def _reason(status: RunStatus, d: Decision | None, failure: str | None) -> str:
+def _reason(status: RunStatus, d: Decision | _GateSummary | None, failure: str | None) -> str:
     """The reason in one sentence: the failure (folded to one line), the operator's, or the gate's."""
     folded = " ".join((failure or "").split())
     if len(folded) > 400:
@@ -485,17 +506,20 @@ def _trend(runs: Sequence[Any]) -> list[TrendPoint]:
     """Decided nights, oldest first."""
     out = []
     for r in sorted(runs, key=lambda r: r.id):
-        d = _decision(r.decision)
-        if d is None or d.composite is None:
+        d = _decision_dict(r.decision)
+        comp = d.get("composite")
+        if not comp:
             continue
         out.append(
             TrendPoint(
                 run_id=r.id,
                 date=r.started_at.date().isoformat() if r.started_at else "",
                 status=r.status,
-                champion=d.composite.champion,
-                challenger=d.composite.challenger,
-                categories={v.name: (v.champion_mean, v.challenger_mean) for v in d.categories},
+                champion=comp.get("champion"),
+                challenger=comp.get("challenger"),
+                categories={
+                    str(v["name"]): (v["champion_mean"], v["challenger_mean"]) for v in d.get("categories", [])
+                },
             )
         )
     return out

@@ -91,8 +91,12 @@ def _figure(uri: str | None, alt: str) -> list[str]:
     return [f'<figure><img src="{uri}" alt="{h(alt)}"></figure>'] if uri else []
 
 
-def render_html(data: ReportData) -> str:
-    """The whole HTML document of a run's report."""
+def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
+    """The whole HTML document of a run's report.
+
+    Args:
+        trend_uri: the trend figure when already drawn (shared with the index page).
+    """
     b: list[str] = []
     status_cls = data.status if data.status in ("promoted", "rejected", "failed", "interrupted", "awaiting_approval") else "running"
     b.append('<p class="muted">nightshift morning report · <a href="index.html">all nights</a></p>')
@@ -122,7 +126,7 @@ def render_html(data: ReportData) -> str:
 
     if len(data.trend) >= 1:
         b.append(f"<h2>Trend ({len(data.trend)} decided night{'s' if len(data.trend) != 1 else ''})</h2>")
-        b += _figure(plots.trend_plot(data.trend), "composite per night")
+        b += _figure(trend_uri or plots.trend_plot(data.trend), "composite per night")
         b.append(_trend_table(data.trend[-10:]))
 
     if data.categories:
@@ -238,11 +242,17 @@ def _data_html(data: ReportData) -> list[str]:
     return [f"<h2>Training data{note}</h2>", _table(["", "tonight", h(prev)], rows)]
 
 
-def render_index(rows: Sequence[NightRow], trend: Sequence[TrendPoint], *, have_html: set[int]) -> str:
-    """The history page: the trend figure and one row per night with links to its reports."""
+def render_index(
+    rows: Sequence[NightRow], trend: Sequence[TrendPoint], *, have_html: set[int], trend_uri: str | None = None
+) -> str:
+    """The history page: the trend figure and one row per night with links to its reports.
+
+    Args:
+        trend_uri: the trend figure when already drawn for the newest run's report.
+    """
     b = ["<h1>nightshift: every night</h1>", f"<p class='muted'>{len(rows)} runs, newest first.</p>"]
     if trend:
-        b += _figure(plots.trend_plot(trend[-365:]), "composite per night")
+        b += _figure(trend_uri or plots.trend_plot(trend), "composite per night")
     table_rows = []
     for r in rows:
         name = f"run-{r.run_id:04d}"

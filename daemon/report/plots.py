@@ -19,6 +19,8 @@ from typing import Any
 from daemon.report.data import CategoryRow, LossCurve, TrendPoint
 
 COLORS = {"base": "#9aa0a6", "champion": "#1a73e8", "challenger": "#e8710a"}
+MARKERS_UP_TO = 60
+"""Nights up to which the trend draws a marker per night."""
 MAX_TREND_CATEGORIES = 8
 """Per-category trend lines drawn (the rest would be unreadable on a phone)."""
 
@@ -64,10 +66,12 @@ def trend_plot(trend: Sequence[TrendPoint]) -> str | None:
         return None
     plt = _pyplot()
     cats = sorted({c for p in trend for c in p.categories})[:MAX_TREND_CATEGORIES]
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True, height_ratios=[3, 2], layout="constrained")
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True, height_ratios=[3, 2])
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.94, bottom=0.22, hspace=0.08)
     xs = [p.run_id for p in trend]
-    ax.plot(xs, [p.champion for p in trend], "-o", color=COLORS["champion"], ms=3, label="champion")
-    ax.plot(xs, [p.challenger for p in trend], "--o", color=COLORS["challenger"], ms=3, label="challenger")
+    marker = "o" if len(trend) <= MARKERS_UP_TO else ""  # markers cost time and hide lines on a year of nights
+    ax.plot(xs, [p.champion for p in trend], "-" + marker, color=COLORS["champion"], ms=3, label="champion")
+    ax.plot(xs, [p.challenger for p in trend], "--" + marker, color=COLORS["challenger"], ms=3, label="challenger")
     promoted = [p for p in trend if p.status == "promoted"]
     if promoted:
         ax.scatter([p.run_id for p in promoted], [p.challenger for p in promoted], marker="*", s=140,
@@ -77,11 +81,11 @@ def trend_plot(trend: Sequence[TrendPoint]) -> str | None:
     ax.legend(loc="best", fontsize=9)
     for c in cats:
         pts = [(p.run_id, p.categories[c][1]) for p in trend if c in p.categories]
-        ax2.plot([x for x, _ in pts], [y for _, y in pts], "-o", ms=2, label=_label(c))
+        ax2.plot([x for x, _ in pts], [y for _, y in pts], "-" + marker, ms=2, lw=1, label=_label(c))
     ax2.set_ylabel("challenger mean")
     ax2.set_xlabel("run")
     if cats:
-        fig.legend(*ax2.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=9)
+        fig.legend(*ax2.get_legend_handles_labels(), loc="lower center", ncols=2, fontsize=9, frameon=False)
     ax2.xaxis.get_major_locator().set_params(integer=True)
     return _data_uri(fig)
 
@@ -92,7 +96,8 @@ def loss_plot(curve: LossCurve | None, previous: Sequence[LossCurve]) -> str | N
     if curve is None or not (curve.train or curve.val):
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=0.15)
     for i, prev in enumerate(previous):
         label = "earlier nights" if i == 0 else None
         if prev.train:
@@ -118,19 +123,22 @@ def category_plot(categories: Sequence[CategoryRow]) -> str | None:
     plt = _pyplot()
     roles = [r for r in ("base", "champion", "challenger") if any(r in c.means for c in categories)]
     n = len(categories)
-    fig, ax = plt.subplots(figsize=(6, 1.4 + 0.3 * n * len(roles)), layout="constrained")
-    height = 0.8 / len(roles)
+    height = 1.6 + 0.3 * n * len(roles)
+    fig, ax = plt.subplots(figsize=(6, height))
+    # fixed margins (a layout engine doubles the drawing time): room for 28-character names
+    fig.subplots_adjust(left=0.32, right=0.97, top=1 - 0.35 / height, bottom=1.0 / height)
+    bar = 0.8 / len(roles)
     for j, role in enumerate(roles):
         ys, vals, errs = [], [], []
         for i, c in enumerate(categories):
             if role not in c.means:
                 continue
             m = c.means[role]
-            ys.append(n - 1 - i + (len(roles) / 2 - j - 0.5) * height)
+            ys.append(n - 1 - i + (len(roles) / 2 - j - 0.5) * bar)
             vals.append(m)
             lo, hi = c.ci.get(role, (m, m))
             errs.append((max(0.0, m - lo), max(0.0, hi - m)))
-        ax.barh(ys, vals, height=height * 0.9, color=COLORS[role], label=role,
+        ax.barh(ys, vals, height=bar * 0.9, color=COLORS[role], label=role,
                 xerr=list(zip(*errs, strict=True)) if errs else None, error_kw={"lw": 0.8, "capsize": 2})
     ax.set_yticks(range(n))
     ax.set_yticklabels([_label(c.name) for c in reversed(categories)])
@@ -140,5 +148,5 @@ def category_plot(categories: Sequence[CategoryRow]) -> str | None:
             ax.text(1.02, n - 1 - i, _label(c.verdict, 14), va="center", fontsize=9)
     ax.set_xlabel("mean item score (0–1); whiskers: interval")
     ax.set_title("Scores per category")
-    fig.legend(loc="outside lower center", ncols=len(roles), fontsize=9)
+    fig.legend(loc="lower center", ncols=len(roles), fontsize=9, frameon=False)
     return _data_uri(fig)

@@ -175,3 +175,39 @@ def test_hostile_strings_are_inert_in_html(night: tuple) -> None:
         assert "&lt;script&gt;" in page
         assert not re.search(r"<(script|iframe|object)", page, re.I)
     assert "evil|&lt;b&gt;cat&lt;/b&gt;" in page
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def test_report_command_html_json_and_history_plot(tmp_path: Path) -> None:
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from daemon.cli import cli
+
+    cfg_file = tmp_path / "nightshift.yaml"
+    cfg_file.write_text("paths:\n  state_dir: state\n")
+    cfg = make_config(tmp_path / "state")
+    reg = Registry.open(cfg.paths.state_dir)
+    make_night(cfg, reg, "rejected")
+    rid = make_night(cfg, reg, "promoted")
+    reg.close()
+    run = CliRunner().invoke(cli, ["report", "-c", str(cfg_file), "--json"])
+    assert run.exit_code == 0, run.output
+    data = _json.loads(run.output)
+    assert data["run_id"] == rid and data["status"] == "promoted" and len(data["trend"]) == 2
+    assert data["decision"]["promote"] is True and data["diffs"][0]["category"] == "math"
+    run = CliRunner().invoke(cli, ["report", "1", "-c", str(cfg_file), "--html"])
+    assert run.exit_code == 0, run.output
+    html_path = Path(run.output.strip())
+    assert html_path.name == "run-0001.html" and html_path.read_text().startswith("<!DOCTYPE html>")
+    run = CliRunner().invoke(cli, ["history", "-c", str(cfg_file), "--plot"])
+    index = Path(run.output.strip())
+    assert index.name == "index.html" and 'href="run-0001.html"' in index.read_text()
+    # the report of a run whose state changed after it was written is rewritten (issue 9 defect 7)
+    md = Path(CliRunner().invoke(cli, ["report", "1", "-c", str(cfg_file), "--path"]).output.strip())
+    md.write_text("# stale: still running\n")
+    os.utime(md, (0, 0))
+    assert "still running" not in CliRunner().invoke(cli, ["report", "1", "-c", str(cfg_file)]).output

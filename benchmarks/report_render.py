@@ -1,0 +1,148 @@
+"""Rendering the morning report of a big night against loading its rows.
+
+Builds a real registry file with 365 previous nights (each with a stored gate
+decision over 10 categories, 100 training reports and 4 stages) and tonight's
+night: 2,000 eval items scored for base, champion and challenger (6,000 rows),
+100 training reports. Then times, in the same process:
+
+* **load** (the reference): reading the rows the report needs through the
+  registry API (the run, its stages, metrics, eval sets and their 6,000
+  results, the newest runs with their decisions);
+* **render**: ``daemon.report.write_report`` (gather, Markdown, HTML with three
+  matplotlib figures, the index page of all 366 nights), with matplotlib's import
+  timed separately (paid once per process).
+
+**Target:** ``write_report`` under 3 s. Prints both times and their ratio.
+Exit status 0 when the target holds, 1 otherwise. Usage::
+
+    python benchmarks/report_render.py [--repeats 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy.orm import Session  # noqa: E402
+
+from daemon.config import config_from_dict  # noqa: E402
+from daemon.gate import CategoryScores, GatePolicy, ModelScores, decide_promotion  # noqa: E402
+from daemon.registry import Registry, RunStatus, Trigger  # noqa: E402
+from daemon.registry.models import EvalResult, EvalSet, Run, RunStage, TrainMetric  # noqa: E402
+
+TARGET_S = 3.0
+NIGHTS = 365
+ITEMS = 2000
+CATEGORIES = 10
+METRICS = 100
+
+
+def build(state: Path) -> tuple[object, Registry, int]:
+    """The registry with 365 nights and tonight's big night; returns (config, registry, run id)."""
+    rng = random.Random(0)
+    cfg = config_from_dict({"paths": {"state_dir": str(state)}}, base_dir=state.parent)
+    reg = Registry.open(state)
+    snap = json.dumps(cfg.to_dict(), sort_keys=True)
+    cats = [f"category_{i}" for i in range(CATEGORIES)]
+    per = ITEMS // CATEGORIES
+    champ = {c: [float(rng.random() < 0.6) for _ in range(per)] for c in cats}
+    chall = {c: [float(rng.random() < 0.65) for _ in range(per)] for c in cats}
+
+    def scores(label: str, vals: dict[str, list[float]]) -> ModelScores:
+        return ModelScores(label, {
+            c: CategoryScores(name=c, kind="choice", weight=1.0, item_scores={f"{c}-{i}": v for i, v in enumerate(vs)},
+                              binary=True, empty=0, unparsed=0) for c, vs in vals.items()})  # fmt: skip
+
+    decision = decide_promotion(scores("champion", champ), scores("challenger", chall), GatePolicy(resamples=2000))
+    decision_json = json.dumps(decision.to_dict())
+    start = datetime(2025, 11, 20, 1, 0, tzinfo=UTC)
+    base = reg.base_model("/models/base", "b" * 64, mlx_version="0.32", mlx_lm_version="0.32.2")
+    with Session(reg.engine) as s, s.begin():
+        for n in range(NIGHTS + 1):
+            t = start + timedelta(days=n)
+            status = RunStatus.PROMOTED if n % 7 == 0 else RunStatus.REJECTED
+            run = Run(trigger=Trigger.SCHEDULED.value, status=status.value, night_key=t.date().isoformat(),
+                      config_snapshot=snap, created_at=t, started_at=t, finished_at=t + timedelta(hours=2),
+                      dataset_sha256=f"{n // 30:064d}", dataset_examples=1000 + n // 30, decision=decision_json,
+                      run_dir=str(state / "runs" / f"run-{n + 1:04d}"))  # fmt: skip
+            s.add(run)
+            s.flush()
+            for stage, dur in (("preflight", 3.0), ("training", 3600.0), ("evaluating", 1800.0), ("deciding", 2.0)):
+                s.add(RunStage(run_id=run.id, stage=stage, started_at=t, finished_at=t, duration_s=dur, outcome="ok"))
+            s.add_all(TrainMetric(run_id=run.id, iteration=i * 10, train_loss=2.0 / (1 + i / 30) + rng.random() * 0.05,
+                                  val_loss=2.1 / (1 + i / 30) if i % 10 == 0 else None, learning_rate=1e-5,
+                                  tokens_per_s=400.0, trained_tokens=i * 1000, peak_memory_bytes=8 * 10**9)
+                      for i in range(1, METRICS + 1))  # fmt: skip
+        last_id = run.id
+        for role, vals in (("base", champ), ("champion", champ), ("challenger", chall)):
+            es = EvalSet(run_id=last_id, model_id=base.id, role=role, fingerprint=f"fp-{role}", created_at=start)
+            s.add(es)
+            s.flush()
+            s.add_all(EvalResult(eval_set_id=es.id, category=c, item_id=f"{c}-{i}", sample=0, score=v, empty=False,
+                                 parsed=True, prompt=f"Question {i} about {c}: " + "lorem ipsum " * 20,
+                                 reply=f"{role} says " + "dolor sit amet " * 15, gold="the answer", extracted=None,
+                                 detail=f"scored {v}")
+                      for c, vs in vals.items() for i, v in enumerate(vs))  # fmt: skip
+    return cfg, reg, last_id
+
+
+def load_rows(reg: Registry, run_id: int) -> int:
+    """The reference: read every row the report needs; returns how many."""
+    n = 1
+    reg.get_run(run_id)
+    n += len(reg.stages(run_id)) + len(reg.train_metrics(run_id))
+    for es in reg.eval_sets(run_id):
+        n += 1 + len(reg.eval_results(es.id))
+    n += len(reg.runs(limit=NIGHTS + 1))
+    return n
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="also print one JSON object")
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        cfg, reg, run_id = build(Path(tmp) / "state")
+        print(f"built {NIGHTS + 1} nights, {3 * ITEMS} eval rows tonight in {time.perf_counter() - t0:.1f} s")
+        t0 = time.perf_counter()
+        import matplotlib.pyplot  # noqa: F401
+
+        import_s = time.perf_counter() - t0
+        from daemon.report import write_report
+
+        loads, renders = [], []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            rows = load_rows(reg, run_id)
+            loads.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            write_report(cfg, reg, run_id)  # type: ignore[arg-type]
+            renders.append(time.perf_counter() - t0)
+        reg.close()
+    load_s, render_s = statistics.median(loads), statistics.median(renders)
+    ok = render_s < TARGET_S
+    print(f"rows loaded:          {rows}")
+    print(f"load rows (median):   {load_s:.3f} s")
+    print(f"write_report (median): {render_s:.3f} s   ({render_s / load_s:.1f}x the load)   target < {TARGET_S:.0f} s: {'PASS' if ok else 'FAIL'}")
+    print(f"matplotlib import:    {import_s:.3f} s (once per process, not in the median)")
+    print(f"load average at end:  {os.getloadavg()[0]:.2f}")
+    if args.json:
+        print(json.dumps({"rows": rows, "load_s": load_s, "render_s": render_s, "import_s": import_s, "ok": ok}))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
