@@ -193,7 +193,9 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
     metrics = registry.train_metrics(run_id)
     trained = any(s[0] == "training" for s in stages) or bool(metrics)
     snap = _snapshot(run.config_snapshot)
-    loss = _curve(run_id, metrics, None) if metrics else None
+    # Recorded by the training stage when it keeps the best checkpoint (absent on older registries).
+    chosen = getattr(run, "chosen_iteration", None)
+    loss = _curve(run_id, metrics, chosen) if metrics else None
     previous_losses: list[LossCurve] = []
     for r in history:
         if r.id < run_id and len(previous_losses) < PREVIOUS_CURVES:
@@ -248,8 +250,39 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
         config_diff=_config_diff(_snapshot(previous.config_snapshot), snap) if previous and snap.get("training") else [],
         trend=_trend(history),
         serving=serving,
+        extras=_extras(registry, run, rows_by_role),
     )
     return data
+
+
+def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    """Records other stages add when the registry has them: the chosen checkpoint, the share
+    of replies cut at ``max_tokens``, the serving hand-off and its verification."""
+    out: dict[str, Any] = {}
+    chosen = getattr(run, "chosen_iteration", None)
+    if chosen is not None:
+        val = getattr(run, "chosen_val_loss", None)
+        why = getattr(run, "train_stop_reason", None)
+        out["best checkpoint"] = f"iteration {chosen}" + (f" (validation loss {val:.3f})" if val is not None else "") + (
+            f"; training stopped: {why}" if why else ""
+        )
+    shares = []
+    for role in ("champion", "challenger"):
+        flags = [getattr(r, "truncated", None) for r in rows_by_role.get(role, [])]
+        known = [f for f in flags if f is not None]
+        if known:
+            shares.append(f"{role} {sum(known) / len(known):.1%} ({sum(known)}/{len(known)})")
+    if shares:
+        out["replies cut at max_tokens"] = ", ".join(shares)
+    handoffs = getattr(registry, "handoffs", None)
+    if handoffs is not None:
+        rows = handoffs(run.id)
+        if rows:
+            last = rows[-1]
+            verdict = "verified" if last.ok else "NOT verified"
+            reason = f": {last.reason}" if getattr(last, "reason", None) and not last.ok else ""
+            out["hand-off"] = f"{verdict} ({last.mode}): {last.verdict}{reason}"
+    return out
 
 
 def gather_history(registry: Registry, limit: int = 10_000) -> tuple[list[NightRow], list[TrendPoint]]:
@@ -265,7 +298,7 @@ def night_row(run: Any) -> NightRow:
     gate = _GateSummary(bool(raw.get("promote")), str(raw.get("summary", ""))) if raw else None
     return NightRow(
         run_id=run.id,
-        date=run.started_at.isoformat(timespec="minutes") if run.started_at else "",
+        date=run.started_at.strftime("%Y-%m-%d %H:%M") if run.started_at else "",
         status=run.status,
         reason=_reason(RunStatus(run.status), gate, run.failure_reason),
         composite=(comp["champion"], comp["challenger"]) if comp else None,

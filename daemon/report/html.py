@@ -259,5 +259,5 @@ def render_index(
         link = f'<a href="{name}.html">{r.run_id}</a>' if r.run_id in have_html else str(r.run_id)
         comp = f"{r.composite[0]:.4f} → {r.composite[1]:.4f}" if r.composite else "–"
         table_rows.append([link, h(r.date), h(r.status), comp, h(r.reason, 160), f'<a href="{name}.md">md</a>'])
-    b.append(_table(["run", "started", "status", "composite", "reason", "text"], table_rows, num=[0]))
+    b.append(_table(["run", "started (UTC)", "status", "composite", "reason", "text"], table_rows, num=[0]))
     return _page("nightshift: every night", b)

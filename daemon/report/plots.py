@@ -61,13 +61,14 @@ def _label(text: str, limit: int = 28) -> str:
 
 def trend_plot(trend: Sequence[TrendPoint]) -> str | None:
     """Composite of champion and challenger per night, promotions starred, and per-category
-    challenger means below; None with fewer than one decided night."""
+    means of both below (challenger solid, champion dotted); None without a decided night."""
     if not trend:
         return None
     plt = _pyplot()
     cats = sorted({c for p in trend for c in p.categories})[:MAX_TREND_CATEGORIES]
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True, height_ratios=[3, 2])
-    fig.subplots_adjust(left=0.12, right=0.97, top=0.94, bottom=0.22, hspace=0.08)
+    legend_rows = (len(cats) + 1) // 2
+    fig.subplots_adjust(left=0.14, right=0.97, top=0.94, bottom=(0.6 + 0.22 * legend_rows) / 6.5, hspace=0.08)
     xs = [p.run_id for p in trend]
     marker = "o" if len(trend) <= MARKERS_UP_TO else ""  # markers cost time and hide lines on a year of nights
     ax.plot(xs, [p.champion for p in trend], "-" + marker, color=COLORS["champion"], ms=3, label="champion")
@@ -80,9 +81,11 @@ def trend_plot(trend: Sequence[TrendPoint]) -> str | None:
     ax.set_title("Composite per night")
     ax.legend(loc="best", fontsize=9)
     for c in cats:
-        pts = [(p.run_id, p.categories[c][1]) for p in trend if c in p.categories]
-        ax2.plot([x for x, _ in pts], [y for _, y in pts], "-" + marker, ms=2, lw=1, label=_label(c))
-    ax2.set_ylabel("challenger mean")
+        pts = [(p.run_id, p.categories[c]) for p in trend if c in p.categories]
+        xs_c = [x for x, _ in pts]
+        (line,) = ax2.plot(xs_c, [y[1] for _, y in pts], "-" + marker, ms=2, lw=1.2, label=_label(c))
+        ax2.plot(xs_c, [y[0] for _, y in pts], ":", lw=0.9, color=line.get_color())
+    ax2.set_ylabel("per category\n(— challenger, ··· champion)", fontsize=9)
     ax2.set_xlabel("run")
     if cats:
         fig.legend(*ax2.get_legend_handles_labels(), loc="lower center", ncols=2, fontsize=9, frameon=False)
