@@ -28,6 +28,10 @@ PREVIOUS_CURVES = 5
 """Earlier nights' loss curves drawn behind tonight's."""
 DIFFS_PER_DIRECTION = 6
 """Sample diffs shown per direction (newly right, newly wrong)."""
+MIN_DIFF = 0.1
+"""Score change (0..1) from which an item counts as newly right or newly wrong (smaller
+changes of graded scores, e.g. a loss category, are noise to a reader)."""
+NO_DIFFS = f"Champion and challenger agree on every item (no score changed by {MIN_DIFF:g} or more)."
 WORST_ITEMS = 8
 TEXT_LIMIT = 600
 """Characters of a prompt, reply or gold kept in a report (the rest is cut with an ellipsis)."""
@@ -431,7 +435,7 @@ def _diffs(items: list[ItemRow]) -> list[ItemRow]:
     for sign in (1, -1):
         groups: dict[str, list[ItemRow]] = defaultdict(list)
         for it in items:
-            if it.delta * sign > 0:
+            if it.delta * sign >= MIN_DIFF:
                 groups[it.category].append(it)
         for g in groups.values():
             g.sort(key=lambda it: (-abs(it.delta), it.item_id))

@@ -9,7 +9,8 @@ Markdown rules (CommonMark 0.31, section 2.4 "Backslash escapes", and GFM's
 table and autolink extensions):
 
 - :func:`md_inline` backslash-escapes the ASCII punctuation that starts inline
-  syntax (``\\ ` * [ ] < > | ! & ~``, and ``_`` except inside a word), folds newlines to spaces (a line
+  syntax (``\\ ` * [ ] < | & ~``, and ``_`` except inside a word; ``!`` and
+  ``>`` are inert once ``[`` and ``<`` are escaped and nothing starts a line), folds newlines to spaces (a line
   break could start a heading or end a table row) and breaks ``scheme://`` and
   ``www.`` with a backslash so GFM's extended autolinks do not fire.
 - :func:`md_block` puts multi-line text in a fenced code block whose fence is
@@ -24,7 +25,7 @@ import html
 import re
 from typing import Any
 
-_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|!&~])")
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<|&~])")
 # `_` inside a word (`tool_use`) can neither open nor close emphasis (CommonMark 6.2,
 # left/right-flanking rules): escape only the others, so names stay readable in a terminal.
 _UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from daemon.report import plots
-from daemon.report.data import ItemRow, NightRow, ReportData, TrendPoint
+from daemon.report.data import NO_DIFFS, ItemRow, NightRow, ReportData, TrendPoint
 from daemon.report.escape import h
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -36,7 +36,7 @@ h3 { font-size: 1rem; margin: 0.8em 0 0.3em; }
 .kpi b { display:block; font-size: 1.2rem; }
 figure { margin: 10px 0; } figure img { width: 100%; max-width: 720px; height: auto; display:block; margin: 0 auto; }
 .scroll { overflow-x: auto; -webkit-overflow-scrolling: touch; }
-table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
+table { border-collapse: collapse; width: 100%; min-width: 540px; font-size: 0.9em; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 pre { white-space: pre-wrap; word-break: break-word; overflow-wrap: anywhere; background: var(--card);
@@ -151,6 +151,8 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
         b.append("<h2>Sample diffs</h2>")
         b.append("<p class='muted'>Items where champion and challenger disagree, both directions, across categories.</p>")
         b += [_diff_html(it) for it in data.diffs]
+    elif data.decision is not None and data.categories:
+        b += ["<h2>Sample diffs</h2>", f"<p>{h(NO_DIFFS)}</p>"]
     if data.worst:
         b.append("<h2>Worst challenger items</h2>")
         b.append(_table(["category", "item", "score", "detail"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from daemon.gate import Decision
-from daemon.report.data import ItemRow, ReportData
+from daemon.report.data import NO_DIFFS, ItemRow, ReportData
 from daemon.report.decision import render_decision_markdown
 from daemon.report.escape import md_block, md_inline
 
@@ -100,6 +100,8 @@ def render_markdown(data: ReportData) -> str:
         lines += ["", "## Sample diffs (champion vs challenger)", ""]
         for it in data.diffs:
             lines += _diff_block(it)
+    elif data.decision is not None and data.categories:
+        lines += ["", "## Sample diffs (champion vs challenger)", "", NO_DIFFS]
     if data.worst:
         lines += ["", f"## Worst challenger items ({len(data.worst)}, across categories)", ""]
         lines += ["| category | item | score | detail |", "|---|---|---:|---|"]

@@ -89,7 +89,12 @@ def trend_plot(trend: Sequence[TrendPoint]) -> str | None:
     ax2.set_xlabel("run")
     if cats:
         fig.legend(*ax2.get_legend_handles_labels(), loc="lower center", ncols=2, fontsize=9, frameon=False)
-    ax2.xaxis.get_major_locator().set_params(integer=True)
+    if len(xs) <= 12:
+        ax2.set_xticks(xs)
+    else:
+        ax2.xaxis.get_major_locator().set_params(integer=True)
+    if len(xs) == 1:
+        ax2.set_xlim(xs[0] - 1, xs[0] + 1)
     return _data_uri(fig)
 
 
