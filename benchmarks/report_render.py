@@ -123,24 +123,32 @@ def main() -> int:
         import_s = time.perf_counter() - t0
         from daemon.report import write_report
 
-        loads, renders = [], []
+        loads, renders, load_cpu, render_cpu = [], [], [], []
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             rows = load_rows(reg, run_id)
             loads.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+            load_cpu.append(time.process_time() - c0)
+            t0, c0 = time.perf_counter(), time.process_time()
             write_report(cfg, reg, run_id)  # type: ignore[arg-type]
             renders.append(time.perf_counter() - t0)
+            render_cpu.append(time.process_time() - c0)
         reg.close()
     load_s, render_s = statistics.median(loads), statistics.median(renders)
+    load_c, render_c = statistics.median(load_cpu), statistics.median(render_cpu)
+    # Rendering runs on one thread: its CPU seconds are its wall time on an idle machine. On a
+    # shared machine (load above the core count) the wall time includes waiting for a core.
     ok = render_s < TARGET_S
-    print(f"rows loaded:          {rows}")
-    print(f"load rows (median):   {load_s:.3f} s")
-    print(f"write_report (median): {render_s:.3f} s   ({render_s / load_s:.1f}x the load)   target < {TARGET_S:.0f} s: {'PASS' if ok else 'FAIL'}")
-    print(f"matplotlib import:    {import_s:.3f} s (once per process, not in the median)")
-    print(f"load average at end:  {os.getloadavg()[0]:.2f}")
+    print(f"rows loaded:           {rows}")
+    print("                       wall (median)   CPU (median)")
+    print(f"load rows:             {load_s:8.3f} s     {load_c:8.3f} s")
+    print(f"write_report:          {render_s:8.3f} s     {render_c:8.3f} s   ({render_s / load_s:.1f}x the load's wall time)")
+    print(f"target: write_report wall < {TARGET_S:.0f} s: {'PASS' if ok else 'FAIL'} (CPU {render_c:.2f} s)")
+    print(f"matplotlib import:     {import_s:.3f} s (once per process, not in the median)")
+    print(f"load average at end:   {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     if args.json:
-        print(json.dumps({"rows": rows, "load_s": load_s, "render_s": render_s, "import_s": import_s, "ok": ok}))
+        print(json.dumps({"rows": rows, "load_s": load_s, "render_s": render_s, "load_cpu_s": load_c,
+                          "render_cpu_s": render_c, "import_s": import_s, "ok": ok}))
     return 0 if ok else 1
 
 
