@@ -357,7 +357,9 @@ def _headline(status: RunStatus, run_id: int, d: Decision | None, failure: str |
         return "Promoted by the operator against the gate's recommendation: the challenger is the new champion."
     if status.is_active:
         return f"Still running ({status.value})."
-    return HEADLINES.get(status, status.value).format(id=run_id)
+    if status.value == "rolled_back":
+        return "Rolled back: the server did not verifiably serve the challenger; the previous champion is back."
+    return HEADLINES.get(status, status.value.replace("_", " ").capitalize() + ".").format(id=run_id)
 
 
 def _reason(status: RunStatus, d: Decision | _GateSummary | None, failure: str | None) -> str:
@@ -375,6 +377,8 @@ def _reason(status: RunStatus, d: Decision | _GateSummary | None, failure: str |
 def _serving_note(status: RunStatus, target: Path | None) -> str:
     if target is None:
         return "No release has been promoted yet: keep serving the base model."
+    if status.value == "rolled_back":
+        return "`current` was swapped tonight and swapped back: the previous champion is served."
     if status is RunStatus.PROMOTED:
         return (
             "`current` was swapped tonight. A running `mlx_lm.server` does not notice the swap: "

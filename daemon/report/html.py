@@ -29,7 +29,7 @@ h3 { font-size: 1rem; margin: 0.8em 0 0.3em; }
 .muted { color: var(--muted); font-size: 0.9em; }
 .badge { display:inline-block; padding: 2px 10px; border-radius: 12px; font-weight: 600; color:#fff; }
 .promoted { background:#188038; } .rejected { background:#b06000; } .failed { background:#c5221f; }
-.interrupted { background:#5f6368; } .awaiting_approval { background:#1a73e8; } .running { background:#5f6368; }
+.interrupted, .rolled_back { background:#5f6368; } .awaiting_approval { background:#1a73e8; } .running { background:#5f6368; }
 .headline { font-size: 1.15rem; font-weight: 600; margin: 0.5em 0; }
 .kpi { display:flex; flex-wrap:wrap; gap: 10px; margin: 10px 0; }
 .kpi div { background: var(--card); border:1px solid var(--line); border-radius: 8px; padding: 8px 12px; min-width: 140px; }
@@ -98,7 +98,7 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
         trend_uri: the trend figure when already drawn (shared with the index page).
     """
     b: list[str] = []
-    status_cls = data.status if data.status in ("promoted", "rejected", "failed", "interrupted", "awaiting_approval") else "running"
+    status_cls = data.status if data.status in ("promoted", "rejected", "failed", "interrupted", "awaiting_approval", "rolled_back") else "running"
     b.append('<p class="muted">nightshift morning report · <a href="index.html">all nights</a></p>')
     b.append(f'<h1>Run {data.run_id} <span class="badge {status_cls}">{h(data.status.replace("_", " "))}</span></h1>')
     b.append(f'<p class="headline">{_prose(data.headline)}</p>')

@@ -211,3 +211,17 @@ def test_report_command_html_json_and_history_plot(tmp_path: Path) -> None:
     md.write_text("# stale: still running\n")
     os.utime(md, (0, 0))
     assert "still running" not in CliRunner().invoke(cli, ["report", "1", "-c", str(cfg_file)]).output
+
+
+def test_a_run_failed_on_an_invalid_config_renders_in_both_formats(night: tuple) -> None:
+    """The run recorded for an invalid config has no training snapshot: no training section."""
+    from daemon.registry import RunStatus, Trigger
+    from daemon.report.html import render_html
+
+    cfg, reg, _ = night
+    run = reg.create_run(trigger=Trigger.MANUAL, config_snapshot={"invalid_config": "x.yaml"}, config_path="x.yaml", profile=None)
+    reg.transition(run.id, RunStatus.FAILED, reason="Invalid config x.yaml: 1 problem(s)\n  - training.iters: must be an integer")
+    text = render_report(cfg, reg, run.id)
+    assert "## Why it failed" in text and "## Training" not in text and "training.iters" in text
+    page = render_html(gather_report(cfg, reg, run.id))
+    assert "training.iters: must be an integer" in page and "<h2>Training</h2>" not in page
