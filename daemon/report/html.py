@@ -203,6 +203,9 @@ def _decision_html(data: ReportData) -> list[str]:
                    f"<code>nightshift approve {data.run_id}</code> or <code>nightshift reject {data.run_id}</code>.</p>")
     else:
         out.append(f"<p>The gate's verdict: <b>{rec}</b>.</p>")
+    lead = getattr(d, "headline", None) or []  # the gate's lead sentences, when it writes them
+    if lead:
+        out.append("<ul>" + "".join(f"<li><b>{h(x, 600)}</b></li>" for x in lead) + "</ul>")
     out.append("<ul>" + "".join(f"<li>{h(r, 600)}</li>" for r in d.reasons) + "</ul>")
     keep = [v for v in d.categories if v.preserve]
     if keep:

@@ -7,6 +7,7 @@ Every string from outside goes through :func:`md_inline` (one line) or
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from daemon.gate import Decision
 from daemon.report.data import NO_DIFFS, ItemRow, ReportData
@@ -25,6 +26,9 @@ def escaped_decision(d: Decision) -> Decision:
     quotes from the suite safe to print.
     """
     cats = [dataclasses.replace(v, name=md_inline(v.name, None), kind=md_inline(v.kind, None)) for v in d.categories]
+    extra: dict[str, Any] = {}
+    if isinstance(getattr(d, "headline", None), list):  # lead sentences quoting category names
+        extra["headline"] = [md_inline(x, None) for x in getattr(d, "headline")]  # noqa: B009
     return dataclasses.replace(
         d,
         categories=cats,
@@ -32,6 +36,7 @@ def escaped_decision(d: Decision) -> Decision:
         summary=md_inline(d.summary, None),
         champion_label=md_inline(d.champion_label, None),
         challenger_label=md_inline(d.challenger_label, None),
+        **extra,
     )
 
 
