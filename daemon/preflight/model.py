@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
-from daemon.preflight.report import CheckResult, Level
+from daemon.preflight.report import CheckResult, Level, result
 from daemon.resources import config_value, context_length, format_bytes
 
 CONFIG_FILE = "config.json"
@@ -37,9 +37,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tiktoken.model")
 VLM_CONFIG_KEYS = ("vision_config", "audio_config", "vision_tower", "mm_projector_type", "image_token_index")
 """config.json keys that mark a vision/audio-language checkpoint."""
 
-
-def _result(name: str, level: Level, message: str, details: tuple[str, ...] = ()) -> CheckResult:
-    return CheckResult(name, level, message, 0.0, details)
 
 
 # ---------------------------------------------------------------- mlx-lm, read statically
@@ -408,10 +405,10 @@ def check_config_consistency(cfg: Config, model_config: dict[str, Any] | None) -
             facts.append(f"{t.max_seq_len_tokens} <= {ctx} context tokens")
     if problems:
         first = problems[0] + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
-        return [_result("config", Level.FAIL, first, tuple(problems))]
+        return [result("config", Level.FAIL, first, tuple(problems))]
     if notes:
-        return [_result("config", Level.WARN, notes[0], tuple(notes))]
-    return [_result("config", Level.OK, "; ".join(facts))]
+        return [result("config", Level.WARN, notes[0], tuple(notes))]
+    return [result("config", Level.OK, "; ".join(facts))]
 
 
 def check_model(
@@ -425,12 +422,12 @@ def check_model(
     model_dir = cfg.paths.base_model
     out: list[CheckResult] = []
     if model_config is None:
-        out.append(_result("model.config", Level.FAIL, config_error or f"{model_dir}/{CONFIG_FILE} unreadable"))
+        out.append(result("model.config", Level.FAIL, config_error or f"{model_dir}/{CONFIG_FILE} unreadable"))
     elif "model_type" not in model_config:
-        out.append(_result("model.config", Level.FAIL, f"{model_dir / CONFIG_FILE} has no model_type; re-download it"))
+        out.append(result("model.config", Level.FAIL, f"{model_dir / CONFIG_FILE} has no model_type; re-download it"))
         model_config = None
     else:
-        out.append(_result("model.config", Level.OK, f"{model_dir / CONFIG_FILE}: model_type {model_config['model_type']}"))
+        out.append(result("model.config", Level.OK, f"{model_dir / CONFIG_FILE}: model_type {model_config['model_type']}"))
         out.append(_model_type_result(cfg, model_config))
     out.append(_weights_result(weights))
     if model_config is not None:
@@ -444,9 +441,9 @@ def _model_type_result(cfg: Config, config: dict[str, Any]) -> CheckResult:
     info = mlx_lm_info()
     model_type = str(config["model_type"])
     if not info.version or info.models_dir is None:
-        return _result("model.type", Level.FAIL, "mlx-lm is not installed in this environment; pip install mlx-lm")
+        return result("model.type", Level.FAIL, "mlx-lm is not installed in this environment; pip install mlx-lm")
     if config.get("model_file"):
-        return _result(
+        return result(
             "model.type",
             Level.FAIL,
             f"config.json asks for custom model code ({config['model_file']}); nightshift never runs "
@@ -457,28 +454,28 @@ def _model_type_result(cfg: Config, config: dict[str, Any]) -> CheckResult:
     via = f" (as {module})" if module != model_type else ""
     if info.supports(module):
         if not vlm:
-            return _result("model.type", Level.OK, f"model_type {model_type} is supported by mlx-lm {info.version}{via}")
+            return result("model.type", Level.OK, f"model_type {model_type} is supported by mlx-lm {info.version}{via}")
         text = (
             f"{model_type} is a vision-language checkpoint: mlx-lm {info.version} loads its text tower"
             f"{via} and drops the vision/audio weights, so training and evaluation are text-only"
         )
         if cfg.promotion.fuse:
-            return _result(
+            return result(
                 "model.type",
                 Level.WARN,
                 text + "; promotion.fuse would write a text-only model: serve the adapter with mlx-vlm "
                 "instead or set promotion.fuse: false",
             )
-        return _result("model.type", Level.OK, text)
+        return result("model.type", Level.OK, text)
     if vlm:
-        return _result(
+        return result(
             "model.type",
             Level.FAIL,
             f"{model_type} is a vision-language model mlx-lm {info.version} cannot load "
             f"(no mlx_lm/models/{module}.py); it needs mlx-vlm, which nightshift does not drive: "
             "use its text-only variant or a model mlx-lm supports",
         )
-    return _result(
+    return result(
         "model.type",
         Level.FAIL,
         f"model_type {model_type} is not supported by mlx-lm {info.version} "
@@ -489,11 +486,11 @@ def _model_type_result(cfg: Config, config: dict[str, Any]) -> CheckResult:
 def _weights_result(scan: WeightsScan) -> CheckResult:
     if scan.problems:
         first = scan.problems[0] + (f" (+{len(scan.problems) - 1} more)" if len(scan.problems) > 1 else "")
-        return _result("model.weights", Level.FAIL, first, tuple(scan.problems + scan.notes))
+        return result("model.weights", Level.FAIL, first, tuple(scan.problems + scan.notes))
     summary = f"{len(scan.shards)} shard(s), {format_bytes(scan.data_bytes)} of tensors, headers complete"
     if scan.notes:
-        return _result("model.weights", Level.WARN, scan.notes[0] + f" ({summary})", tuple(scan.notes))
-    return _result("model.weights", Level.OK, summary)
+        return result("model.weights", Level.WARN, scan.notes[0] + f" ({summary})", tuple(scan.notes))
+    return result("model.weights", Level.OK, summary)
 
 
 def _quantization_result(config: dict[str, Any], scan: WeightsScan) -> CheckResult:
@@ -505,9 +502,9 @@ def _quantization_result(config: dict[str, Any], scan: WeightsScan) -> CheckResu
         what = f"{bits}-bit {method}" if bits else str(method)
         if group:
             what += f", group size {group}"
-        return _result("model.quantization", Level.OK, f"quantized ({what}): training is QLoRA (LoRA on a quantized base)")
+        return result("model.quantization", Level.OK, f"quantized ({what}): training is QLoRA (LoRA on a quantized base)")
     dtype = scan.dtypes.most_common(1)[0][0] if scan.dtypes else "unknown dtype"
-    return _result("model.quantization", Level.OK, f"unquantized {dtype} weights: training is LoRA")
+    return result("model.quantization", Level.OK, f"unquantized {dtype} weights: training is LoRA")
 
 
 def _tokenizer_result(model_dir: Path) -> CheckResult:
@@ -516,7 +513,7 @@ def _tokenizer_result(model_dir: Path) -> CheckResult:
     if (model_dir / "vocab.json").is_file() and (model_dir / "merges.txt").is_file():
         found.append("vocab.json+merges.txt")
     if not found:
-        return _result(
+        return result(
             "model.tokenizer",
             Level.FAIL,
             f"no tokenizer in {model_dir} (tokenizer.json, tokenizer.model, *.tiktoken or vocab.json+merges.txt); "
@@ -524,7 +521,7 @@ def _tokenizer_result(model_dir: Path) -> CheckResult:
         )
     tok_cfg = model_dir / "tokenizer_config.json"
     if not tok_cfg.is_file():
-        return _result(
+        return result(
             "model.tokenizer",
             Level.WARN,
             f"{', '.join(found)} present but tokenizer_config.json is missing; copy it from the original model",
@@ -532,8 +529,8 @@ def _tokenizer_result(model_dir: Path) -> CheckResult:
     try:
         json.loads(tok_cfg.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        return _result("model.tokenizer", Level.FAIL, f"tokenizer_config.json is not valid JSON ({exc}); re-download it")
-    return _result("model.tokenizer", Level.OK, f"{', '.join(found)} and tokenizer_config.json present")
+        return result("model.tokenizer", Level.FAIL, f"tokenizer_config.json is not valid JSON ({exc}); re-download it")
+    return result("model.tokenizer", Level.OK, f"{', '.join(found)} and tokenizer_config.json present")
 
 
 def _template_result(model_dir: Path) -> CheckResult:
@@ -542,9 +539,9 @@ def _template_result(model_dir: Path) -> CheckResult:
     try:
         template, source = load_chat_template(model_dir)
     except ModelFileError as exc:
-        return _result("model.chat_template", Level.FAIL, str(exc))
+        return result("model.chat_template", Level.FAIL, str(exc))
     if template is None:
-        return _result(
+        return result(
             "model.chat_template",
             Level.FAIL,
             f"no chat template in {model_dir} (chat_template.jinja, chat_template.json or tokenizer_config.json "
@@ -553,5 +550,5 @@ def _template_result(model_dir: Path) -> CheckResult:
     try:
         compile_template(template)
     except TemplateError as exc:
-        return _result("model.chat_template", Level.FAIL, f"{source}: {exc}; fix or re-download the template")
-    return _result("model.chat_template", Level.OK, f"chat template from {source}")
+        return result("model.chat_template", Level.FAIL, f"{source}: {exc}; fix or re-download the template")
+    return result("model.chat_template", Level.OK, f"chat template from {source}")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 MAX_TABLE_DETAILS = 5
 """Detail lines printed under a warning or failure in the table (all are in ``--json``)."""
+
+MAX_DETAILS = 200
+"""Individual findings kept per result (the message gives the total)."""
 
 
 class Level(StrEnum):
@@ -46,6 +50,20 @@ class CheckResult:
             "duration_s": round(self.duration_s, 4),
             "details": list(self.details),
         }
+
+
+def result(name: str, level: Level, message: str, details: Iterable[str] = ()) -> CheckResult:
+    """A check's result; its duration is filled in by the runner.
+
+    ``details`` are cut to the first :data:`MAX_DETAILS` findings.
+    """
+    return CheckResult(name, level, message, 0.0, tuple(details)[:MAX_DETAILS])
+
+
+def grouped(name: str, level: Level, lines: list[str]) -> CheckResult:
+    """One result for several findings of a kind: the first in full, then a count."""
+    message = lines[0] if len(lines) == 1 else f"{lines[0]} (+{len(lines) - 1} more)"
+    return result(name, level, message, lines)
 
 
 @dataclass(frozen=True)

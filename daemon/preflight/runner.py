@@ -10,10 +10,11 @@ from typing import Any
 
 from daemon.config import Config
 from daemon.dataset import Example
-from daemon.errors import Interrupted
-from daemon.preflight import data, model, system
+from daemon.errors import Interrupted, SuiteError
+from daemon.preflight import data, model, suite, system
 from daemon.preflight.report import CheckResult, Level, PreflightReport
 from daemon.resources import ModelShape
+from daemon.suite import Suite, load_suite
 
 SMOKE_PREREQUISITES = ("config", "model.", "dataset.", "resources.memory")
 """Checks whose failure makes the smoke test pointless (it is then not started)."""
@@ -43,8 +44,16 @@ class _Context:
     def shape(self) -> ModelShape | None:
         return ModelShape.from_config(self.model_config) if self.model_config else None
 
+    @functools.cached_property
+    def suite(self) -> tuple[Suite | None, SuiteError | None]:
+        """The eval suite as the evaluate stage loads it, or the loader's error."""
+        try:
+            return load_suite(self.cfg.paths.eval_suite), None
+        except SuiteError as exc:
+            return None, exc
+
     def dataset(self) -> list[CheckResult]:
-        results, self.examples = data.check_dataset(self.cfg)
+        results, self.examples = data.check_dataset(self.cfg, self.suite[0])
         return results
 
 
@@ -83,12 +92,15 @@ def run_preflight(cfg: Config, *, smoke: bool = False, holding_lock: bool = Fals
 
     run("config", lambda: model.check_config_consistency(cfg, ctx.model_config))
     run("model", lambda: model.check_model(cfg, ctx.model_config, ctx.config_error, ctx.weights))
+    run("suite", lambda: suite.suite_results(*ctx.suite))
+    run("suite.judge", lambda: suite.check_judges(ctx.suite[0]))
     run("dataset", ctx.dataset)
     run("dataset.tokens", lambda: data.check_token_lengths(cfg, ctx.examples))
     run("resources.disk", lambda: system.check_disk(cfg, ctx.shape, ctx.weights.data_bytes))
     run("resources.memory", lambda: system.check_memory(cfg, ctx.shape, ctx.weights.data_bytes))
     run("resources.power", system.check_power)
     run("resources.lock", lambda: system.check_lock(cfg.paths.state_dir, holding_lock))
+    run("schedule", lambda: system.check_schedule(cfg))
     run("serving", lambda: system.check_serving(cfg))
     if smoke:
         blockers = [r.name for r in results if r.level is Level.FAIL and r.name.startswith(SMOKE_PREREQUISITES)]

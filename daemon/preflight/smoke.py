@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
-from daemon.preflight.report import CheckResult, Level
+from daemon.preflight.report import CheckResult, Level, result
 from daemon.resources import format_bytes
 
 SMOKE_TIMEOUT_S = 1800.0
@@ -28,9 +28,6 @@ FORWARD_TOLERANCE_SHARE = 0.02
 
 LOG_TAIL_LINES = 8
 
-
-def _result(name: str, level: Level, message: str, details: tuple[str, ...] = ()) -> CheckResult:
-    return CheckResult(name, level, message, 0.0, details)
 
 
 def smoke_request(cfg: Config, result_path: Path) -> dict[str, Any]:
@@ -94,7 +91,7 @@ def run_smoke(cfg: Config, *, timeout_s: float = SMOKE_TIMEOUT_S) -> tuple[dict[
             raw = None
     if child.timed_out or raw is None:
         return raw, [
-            _result(
+            result(
                 "smoke",
                 Level.FAIL,
                 f"smoke child {child.describe()}"
@@ -135,7 +132,7 @@ def judge_smoke(raw: dict[str, Any], *, max_perplexity: float, log_path: Path | 
         where = f"on {n} validation examples ({toks} tokens)"
         if not _finite(loss):
             out.append(
-                _result(
+                result(
                     "smoke.loss",
                     Level.FAIL,
                     f"the base model's loss {where} is {loss}: the weights or the way they are loaded are broken",
@@ -143,7 +140,7 @@ def judge_smoke(raw: dict[str, Any], *, max_perplexity: float, log_path: Path | 
             )
         elif not _finite(ppl) or float(ppl or 0) >= max_perplexity:
             out.append(
-                _result(
+                result(
                     "smoke.loss",
                     Level.FAIL,
                     f"the base model's perplexity {where} is {ppl:.4g}, not below preflight.max_perplexity "
@@ -153,16 +150,16 @@ def judge_smoke(raw: dict[str, Any], *, max_perplexity: float, log_path: Path | 
             )
         else:
             out.append(
-                _result("smoke.loss", Level.OK, f"perplexity {ppl:.3g} (loss {loss:.3f}) {where} < {max_perplexity:g}")
+                result("smoke.loss", Level.OK, f"perplexity {ppl:.3g} (loss {loss:.3f}) {where} < {max_perplexity:g}")
             )
     if "generation" in raw:
         text = str(raw.get("generation") or "")
         if text.strip():
             snippet = text.strip().replace("\n", " ")[:60]
-            out.append(_result("smoke.generation", Level.OK, f"greedy reply to {raw.get('generation_example')}: {snippet!r}"))
+            out.append(result("smoke.generation", Level.OK, f"greedy reply to {raw.get('generation_example')}: {snippet!r}"))
         else:
             out.append(
-                _result(
+                result(
                     "smoke.generation",
                     Level.FAIL,
                     f"greedy generation for {raw.get('generation_example')} returned nothing: check the chat "
@@ -175,7 +172,7 @@ def judge_smoke(raw: dict[str, Any], *, max_perplexity: float, log_path: Path | 
         shape = f"batch {batch.get('batch_size')} x {batch.get('tokens')} tokens"
         if not all(_finite(x) for x in losses) or not raw.get("grads_finite") or not raw.get("params_finite"):
             out.append(
-                _result(
+                result(
                     "smoke.training",
                     Level.FAIL,
                     f"two LoRA steps ({shape}) gave losses {losses}, finite gradients: {raw.get('grads_finite')}, "
@@ -184,14 +181,14 @@ def judge_smoke(raw: dict[str, Any], *, max_perplexity: float, log_path: Path | 
             )
         else:
             out.append(
-                _result("smoke.training", Level.OK, f"two LoRA steps ({shape}): loss {', '.join(f'{x:.3f}' for x in losses)}")
+                result("smoke.training", Level.OK, f"two LoRA steps ({shape}): loss {', '.join(f'{x:.3f}' for x in losses)}")
             )
         ref = raw.get("reference_loss")
         if losses and isinstance(ref, int | float) and _finite(ref) and _finite(losses[0]):
             gap = abs(losses[0] - ref)
             if gap > max(FORWARD_TOLERANCE_NATS, FORWARD_TOLERANCE_SHARE * abs(ref)):
                 out.append(
-                    _result(
+                    result(
                         "smoke.train_forward",
                         Level.FAIL,
                         f"the training forward pass gives loss {losses[0]:.4f} where inference gives {ref:.4f} on the "
@@ -201,7 +198,7 @@ def judge_smoke(raw: dict[str, Any], *, max_perplexity: float, log_path: Path | 
                 )
             else:
                 out.append(
-                    _result(
+                    result(
                         "smoke.train_forward",
                         Level.OK,
                         f"training and inference agree on the same batch (loss {losses[0]:.4f} vs {ref:.4f})",
@@ -209,10 +206,10 @@ def judge_smoke(raw: dict[str, Any], *, max_perplexity: float, log_path: Path | 
                 )
     peak = raw.get("peak_memory_bytes")
     if isinstance(peak, int) and peak > 0:
-        out.append(_result("smoke.memory", Level.OK, f"peak mlx memory {format_bytes(peak)} (max RSS {format_bytes(raw.get('max_rss_bytes', 0))})"))
+        out.append(result("smoke.memory", Level.OK, f"peak mlx memory {format_bytes(peak)} (max RSS {format_bytes(raw.get('max_rss_bytes', 0))})"))
     if not raw.get("ok"):
         out.append(
-            _result(
+            result(
                 "smoke",
                 Level.FAIL,
                 f"smoke test failed while {raw.get('stage', 'starting')}: {raw.get('error')}{log}",

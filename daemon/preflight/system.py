@@ -7,12 +7,8 @@ from pathlib import Path
 from daemon import resources
 from daemon.config import Config
 from daemon.lock import read_lock_holder
-from daemon.preflight.report import CheckResult, Level
+from daemon.preflight.report import CheckResult, Level, result
 from daemon.resources import ModelShape, format_bytes
-
-
-def _result(name: str, level: Level, message: str, details: tuple[str, ...] = ()) -> CheckResult:
-    return CheckResult(name, level, message, 0.0, details)
 
 
 def check_disk(cfg: Config, shape: ModelShape | None, weights_bytes: int) -> list[CheckResult]:
@@ -39,7 +35,7 @@ def check_disk(cfg: Config, shape: ModelShape | None, weights_bytes: int) -> lis
     )
     if est.total_bytes > free:
         return [
-            _result(
+            result(
                 "resources.disk",
                 Level.FAIL,
                 f"the run writes about {format_bytes(est.total_bytes)} ({parts}) but only {format_bytes(free)} "
@@ -47,7 +43,7 @@ def check_disk(cfg: Config, shape: ModelShape | None, weights_bytes: int) -> lis
             )
         ]
     return [
-        _result(
+        result(
             "resources.disk",
             Level.OK,
             f"{format_bytes(free)} free under {cfg.paths.state_dir}, run writes about "
@@ -60,7 +56,7 @@ def check_memory(cfg: Config, shape: ModelShape | None, weights_bytes: int) -> l
     """Estimated peak training memory (:func:`daemon.resources.estimate_training_memory`)
     against ``USABLE_MEMORY_SHARE`` of physical memory (fail) and what is free now (warn)."""
     if shape is None:
-        return [_result("resources.memory", Level.WARN, "not estimated: the model's config.json is unreadable")]
+        return [result("resources.memory", Level.WARN, "not estimated: the model's config.json is unreadable")]
     t = cfg.training
     est = resources.estimate_training_memory(
         shape,
@@ -81,7 +77,7 @@ def check_memory(cfg: Config, shape: ModelShape | None, weights_bytes: int) -> l
     if est.total_bytes > usable:
         hint = "" if t.grad_checkpoint else ", set training.grad_checkpoint: true"
         return [
-            _result(
+            result(
                 "resources.memory",
                 Level.FAIL,
                 f"{need}, over {resources.USABLE_MEMORY_SHARE:.0%} of this machine's {format_bytes(mem.total_bytes)}; "
@@ -90,33 +86,33 @@ def check_memory(cfg: Config, shape: ModelShape | None, weights_bytes: int) -> l
         ]
     if mem.available_bytes is not None and est.total_bytes > mem.available_bytes:
         return [
-            _result(
+            result(
                 "resources.memory",
                 Level.WARN,
                 f"{need} but only {format_bytes(mem.available_bytes)} is free now; close large apps before the night",
             )
         ]
-    return [_result("resources.memory", Level.OK, f"{need}; {format_bytes(mem.total_bytes)} installed")]
+    return [result("resources.memory", Level.OK, f"{need}; {format_bytes(mem.total_bytes)} installed")]
 
 
 def check_power() -> list[CheckResult]:
     """macOS only: on AC power (``pmset -g batt``) and not thermally throttled (``pmset -g therm``)."""
     batt = resources.read_pmset("batt")
     if batt is None:
-        return [_result("resources.power", Level.OK, "power and heat not checked (not macOS or pmset unavailable)")]
+        return [result("resources.power", Level.OK, "power and heat not checked (not macOS or pmset unavailable)")]
     out = []
     power = resources.parse_power(batt)
     if power.on_ac is False:
         pct = f" at {power.battery_percent}%" if power.battery_percent is not None else ""
         out.append(
-            _result(
+            result(
                 "resources.power",
                 Level.WARN,
                 f"running on battery{pct}; plug in the Mac before the night (macOS throttles or sleeps on battery)",
             )
         )
     else:
-        out.append(_result("resources.power", Level.OK, "on AC power"))
+        out.append(result("resources.power", Level.OK, "on AC power"))
     therm = resources.read_pmset("therm")
     state = resources.parse_thermal(therm or "")
     if therm is not None and state.throttled:
@@ -128,28 +124,28 @@ def check_power() -> list[CheckResult]:
         ]
         what = ", ".join(x for x in [limit, *levels] if x)
         out.append(
-            _result(
+            result(
                 "resources.thermal",
                 Level.WARN,
                 f"macOS reports thermal throttling ({what}); training will be slower: give the Mac air or check the fans",
             )
         )
     else:
-        out.append(_result("resources.thermal", Level.OK, "no thermal throttling reported"))
+        out.append(result("resources.thermal", Level.OK, "no thermal throttling reported"))
     return out
 
 
 def check_lock(state_dir: Path, holding_lock: bool) -> list[CheckResult]:
     """Nobody else holds the run lock (``<state_dir>/run.lock``)."""
     if holding_lock:
-        return [_result("resources.lock", Level.OK, "this run holds the run lock")]
+        return [result("resources.lock", Level.OK, "this run holds the run lock")]
     holder = read_lock_holder(state_dir)
     if holder is None:
-        return [_result("resources.lock", Level.OK, "run lock is free")]
+        return [result("resources.lock", Level.OK, "run lock is free")]
     run = holder.get("run_id")
     who = f"run {run}" if run is not None else "a starting run"
     return [
-        _result(
+        result(
             "resources.lock",
             Level.FAIL,
             f"the run lock ({state_dir / 'run.lock'}) is held by {who}, pid {holder.get('pid', '?')}; "
@@ -158,31 +154,86 @@ def check_lock(state_dir: Path, holding_lock: bool) -> list[CheckResult]:
     ]
 
 
+def check_schedule(cfg: Config) -> list[CheckResult]:
+    """``schedule``: the cron, rehearsal cron and time zone, through the daemon's own
+    :func:`daemon.scheduler.load_schedule`; ok names the next nightly run."""
+    from daemon import clock
+    from daemon.errors import ConfigError
+    from daemon.scheduler import load_schedule, next_fire_time
+
+    try:
+        schedule = load_schedule(cfg)
+    except ConfigError as exc:
+        problems = exc.problems or [str(exc)]
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        return [result("schedule", Level.FAIL, f"{problems[0]}{more}; fix the schedule section", problems)]
+    fire = next_fire_time(schedule.nightly, clock.now())
+    when = fire.astimezone(schedule.tz).strftime("%Y-%m-%d %H:%M %Z") if fire else "never"
+    return [result("schedule", Level.OK, f"cron {cfg.schedule.cron!r} in {schedule.tz}: next night {when}")]
+
+
+HF_CACHE_HINT = (
+    "mlx-lm's server answers this way when its Hugging Face hub cache dir does not exist: "
+    "create it or start the server with HF_HUB_CACHE set to an existing directory"
+)
+"""Why ``GET /v1/models`` can answer 200 with no body (``mlx_lm.server`` scans the hub
+cache with ``huggingface_hub.scan_cache_dir`` after sending its headers)."""
+
+
 def check_serving(cfg: Config) -> list[CheckResult]:
-    """If ``serving.url`` is set, ``GET {url}/v1/models`` answers with a JSON model list (warn only)."""
+    """If ``serving.url`` is set, ``GET {url}/v1/models`` answers with a JSON model list (warn only).
+
+    Tells apart: no server at the URL (connection error), a wrong URL (HTTP error
+    status, or a body that is not an OpenAI model list), and an mlx-lm server
+    that answers 200 with an empty body (:data:`HF_CACHE_HINT`).
+    """
     url = cfg.serving.url
     if not url:
-        return [_result("serving", Level.OK, "serving.url not set: no server to check")]
+        return [result("serving", Level.OK, "serving.url not set: no server to check")]
     import httpx  # only when there is a server to ask: it costs ~50 ms to import
+
     endpoint = url.rstrip("/") + "/v1/models"
     try:
         response = httpx.get(endpoint, timeout=cfg.serving.timeout_s)
     except httpx.HTTPError as exc:
         return [
-            _result(
+            result(
                 "serving",
                 Level.WARN,
                 f"GET {endpoint} failed ({type(exc).__name__}: {exc}); start the server or fix serving.url",
             )
         ]
+    if response.status_code == 404:
+        return [
+            result(
+                "serving",
+                Level.WARN,
+                f"GET {endpoint} answered HTTP 404: no model list at this URL; check serving.url "
+                "(the server's base URL, without /v1)",
+            )
+        ]
     if response.status_code != 200:
         return [
-            _result("serving", Level.WARN, f"GET {endpoint} answered HTTP {response.status_code}; check serving.url")
+            result(
+                "serving",
+                Level.WARN,
+                f"GET {endpoint} answered HTTP {response.status_code}; check the server's log and serving.url",
+            )
         ]
+    if not response.content.strip():
+        return [result("serving", Level.WARN, f"GET {endpoint} answered 200 with an empty body; {HF_CACHE_HINT}")]
     try:
         data = response.json().get("data", [])
         ids = [str(m.get("id")) for m in data if isinstance(m, dict)]
     except (ValueError, AttributeError):
-        return [_result("serving", Level.WARN, f"GET {endpoint} did not return an OpenAI model list; check serving.url")]
+        excerpt = " ".join(response.text.split())[:60]
+        return [
+            result(
+                "serving",
+                Level.WARN,
+                f"GET {endpoint} answered {excerpt!r}, not an OpenAI model list: the URL points at another "
+                "server or path; check serving.url (the base URL, without /v1)",
+            )
+        ]
     served = ", ".join(ids[:3]) + (f" (+{len(ids) - 3} more)" if len(ids) > 3 else "") if ids else "no models listed"
-    return [_result("serving", Level.OK, f"{endpoint} answers: {served}")]
+    return [result("serving", Level.OK, f"{endpoint} answers: {served}")]

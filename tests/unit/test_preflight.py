@@ -56,7 +56,7 @@ LLAMA = {
     "max_position_embeddings": 512,
     "tie_word_embeddings": True,
 }
-SUITE = "categories:\n  - name: math\n    kind: exact\n    items:\n      - {id: a, prompt: 'what is 99 plus 99', gold: '198'}\n"
+SUITE = "categories:\n  - name: math\n    kind: numeric\n    items:\n      - {id: a, prompt: 'what is 99 plus 99', gold: '198'}\n"
 DTYPE_BYTES = {"F32": 4, "BF16": 2, "F16": 2, "U32": 4}
 BIG = resources.MemoryInfo(total_bytes=64 * resources.GB, available_bytes=32 * resources.GB)
 
@@ -249,6 +249,7 @@ EXPECTED_CHECKS = [
     "model.quantization",
     "model.tokenizer",
     "model.chat_template",
+    "suite",
     "dataset.format",
     "dataset.size",
     "dataset.duplicates",
@@ -260,6 +261,7 @@ EXPECTED_CHECKS = [
     "resources.power",
     "resources.thermal",
     "resources.lock",
+    "schedule",
     "serving",
 ]
 
@@ -309,7 +311,7 @@ def test_bad_paths_never_crash(tmp_path: Path) -> None:
         f"model directory {tmp_path / 'models' / 'base'} does not exist; fix paths.base_model",
     )
     names = [c.name for c in report.failures]
-    assert "dataset.files" in names and "dataset.contamination" in names
+    assert "dataset.files" in names and "suite" in names
 
 
 def test_a_check_that_raises_is_reported_as_failed(
@@ -667,9 +669,12 @@ def test_dataset_missing_eval_suite(tmp_path: Path, model_dir: Path) -> None:
     cfg = make_workspace(tmp_path, model_dir)
     (tmp_path / "suite.yaml").unlink()
     report = run_preflight(cfg)
+    level, message = only(report, "suite")
+    assert level is Level.FAIL
+    assert message.startswith(f"Eval suite file not found: {tmp_path / 'suite.yaml'}. Set paths.eval_suite")
     assert only(report, "dataset.contamination") == (
-        Level.FAIL,
-        f"eval suite {tmp_path / 'suite.yaml'} is missing; fix paths.eval_suite (evaluation would fail after training)",
+        Level.WARN,
+        "not checked: the eval suite did not load (see suite)",
     )
 
 
@@ -852,7 +857,10 @@ def test_serving_error_status_warns(tmp_path: Path, model_dir: Path, server: tup
     url, handler = server
     handler.status = 503
     report = run_preflight(make_workspace(tmp_path, model_dir, serving={"url": url}))
-    assert only(report, "serving") == (Level.WARN, f"GET {url}/v1/models answered HTTP 503; check serving.url")
+    assert only(report, "serving") == (
+        Level.WARN,
+        f"GET {url}/v1/models answered HTTP 503; check the server's log and serving.url",
+    )
     assert report.ok  # warn only
 
 
