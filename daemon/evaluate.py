@@ -74,12 +74,20 @@ def eval_fingerprint(cfg: Config, suite: Suite, ref: ModelRef, versions: dict[st
     """SHA-256 of everything that changes a model's scores.
 
     Covers the model's content identity, the suite's content fingerprint (items,
-    schemas, judge settings), decoding (default max_tokens, seed, batch size:
-    batched numerics can differ), backend name and mlx/mlx-lm versions.
+    schemas, judge settings), the content of files a command judge runs from the
+    suite's directory (its script), decoding (default max_tokens, seed, batch
+    size: batched numerics can differ), the held-out loss's settings and the
+    content of ``valid.jsonl`` it is measured on, backend name, mlx/mlx-lm
+    versions and nightshift's own version (its scoring rules).
     """
+    from daemon import __version__
+    from daemon.fingerprint import file_sha256
+
+    valid = cfg.paths.dataset / "valid.jsonl"
     payload = {
         "model": ref.identity,
         "suite": suite.fingerprint,
+        "judge_files": judge_files_sha256(suite),
         "decoding": {
             "max_tokens": cfg.evaluation.max_tokens,
             "seed": cfg.evaluation.seed,
@@ -90,11 +98,39 @@ def eval_fingerprint(cfg: Config, suite: Suite, ref: ModelRef, versions: dict[st
             "max_examples": cfg.evaluation.loss_max_examples,
             "mask_prompt": cfg.training.mask_prompt,
             "max_seq_len_tokens": cfg.training.max_seq_len_tokens,
+            "valid_sha256": file_sha256(valid) if cfg.evaluation.held_out_loss and valid.is_file() else None,
         },
         "backend": cfg.evaluation.backend,
         "versions": versions,
+        "nightshift": __version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def judge_files_sha256(suite: Suite) -> dict[str, dict[str, str]]:
+    """category -> {argv element: sha256} for the files a command judge names inside the suite's
+    directory (e.g. ``judge.py`` in ``[python3, judge.py]``): editing the script changes the scores.
+
+    Programs outside the suite's directory (``python3``, ``claude``) are left out: their
+    version is not content we own.
+    """
+    from daemon.fingerprint import file_sha256
+
+    out: dict[str, dict[str, str]] = {}
+    root = suite.path.parent.resolve()
+    for cat in suite.categories:
+        spec = cat.judge
+        if spec is None or not spec.command:
+            continue
+        cwd = Path(spec.cwd) if spec.cwd else root
+        files = {}
+        for arg in spec.command:
+            path = (cwd / arg).resolve()
+            if path.is_file() and path.is_relative_to(root):
+                files[arg] = file_sha256(path)
+        if files:
+            out[cat.name] = files
+    return out
 
 
 def build_request(cfg: Config, suite: Suite, refs: Sequence[ModelRef], run_dir: Path) -> dict[str, Any]:
