@@ -265,7 +265,7 @@ def two_nights(cfg: Config) -> dict[str, Any]:
     nights: list[dict[str, Any]] = []
     for _ in range(2):
         shutdown.reset()
-        outcome = run_pipeline(cfg)
+        outcome = run_pipeline(cfg, force=True)  # the second night repeats the first on purpose
         registry = Registry.open(cfg.paths.state_dir)
         try:
             stages = {s.stage: float(s.duration_s or 0.0) for s in registry.stages(outcome.run_id)}

@@ -87,7 +87,7 @@ class TerminalProgress:
             self._bar = False
 
 
-def _run_now(config_path: str | None, profile: str | None) -> None:
+def _run_now(config_path: str | None, profile: str | None, force: bool = False) -> None:
     from daemon.pipeline import record_config_failure, run_pipeline
 
     try:
@@ -103,11 +103,12 @@ def _run_now(config_path: str | None, profile: str | None) -> None:
     progress = TerminalProgress()
     previous = install_signal_handlers()  # Ctrl-C/SIGTERM stop the child cleanly; run is `interrupted`
     try:
-        outcome = run_pipeline(cfg, progress=progress)
+        outcome = run_pipeline(cfg, progress=progress, force=force)
     finally:
         restore_signal_handlers(previous)
         progress.close()
-    click.echo(f"run {outcome.run_id}: {outcome.status.value}")
+    skipped = f" ({outcome.reasons[0]})" if outcome.status.value == "skipped" and outcome.reasons else ""
+    click.echo(f"run {outcome.run_id}: {outcome.status.value}{skipped}")
     if outcome.report_path:
         click.echo(f"report: {outcome.report_path}")
         html = outcome.report_path.with_suffix(".html")
@@ -139,10 +140,11 @@ def _inherit(ctx: click.Context, config_path: str | None, profile: str | None) -
 
 @cli.command("run-now")
 @config_options
+@click.option("--force", is_flag=True, help="Train even when nothing changed since the champion's run.")
 @click.pass_context
-def run_now_cmd(ctx: click.Context, config_path: str | None, profile: str | None) -> None:
+def run_now_cmd(ctx: click.Context, config_path: str | None, profile: str | None, force: bool) -> None:
     """Run one pipeline now: preflight, train, evaluate, decide, promote, report."""
-    _run_now(*_inherit(ctx, config_path, profile))
+    _run_now(*_inherit(ctx, config_path, profile), force=force)
 
 
 @cli.command()

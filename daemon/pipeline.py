@@ -103,13 +103,16 @@ def run_pipeline(
     trigger: Trigger = Trigger.MANUAL,
     night_key: str | None = None,
     progress: Progress | None = None,
+    force: bool = False,
 ) -> RunOutcome:
     """Run one night now: preflight, train, evaluate, decide, promote, report.
 
-    Takes the run lock first (scheduled and manual runs alike).
+    Takes the run lock first (scheduled and manual runs alike). A night whose
+    training inputs equal those of the champion's run is ``skipped`` after
+    preflight (:mod:`daemon.inputs`) unless ``force``.
 
     Returns:
-        The outcome of a run that completed (promoted or not).
+        The outcome of a run that completed (promoted, rejected, awaiting approval or skipped).
 
     Raises:
         RunLocked: another run holds the lock (no run is created).
@@ -130,14 +133,17 @@ def run_pipeline(
             pid=os.getpid(),
         )
         lock.set_run_id(run.id)
-        return _Night(cfg, registry, run.id, progress).run()
+        return _Night(cfg, registry, run.id, progress, force=force).run()
 
 
 class _Night:
     """The stages of one run (state shared between stages lives here)."""
 
-    def __init__(self, cfg: Config, registry: Registry, run_id: int, progress: Progress | None) -> None:
+    def __init__(
+        self, cfg: Config, registry: Registry, run_id: int, progress: Progress | None, *, force: bool = False
+    ) -> None:
         self.cfg = cfg
+        self.force = force
         self.registry = registry
         self.run_id = run_id
         self.progress = progress
@@ -155,6 +161,11 @@ class _Night:
         eval_worker: StartedWorker | None = None
         try:
             self._stage(RunStatus.PREFLIGHT, self.preflight)
+            skip = None if self.force else self.unchanged()
+            if skip is not None:
+                self.registry.transition(self.run_id, RunStatus.SKIPPED, reason=skip)
+                log.info("run_skipped", run_id=self.run_id, reason=skip)
+                return RunOutcome(self.run_id, RunStatus.SKIPPED, [skip], self._write_report())
             # The eval child imports mlx-lm while the challenger trains (it loads no model yet).
             eval_worker = start_eval_worker(self.run_dir)
             train_result = self._stage(RunStatus.TRAINING, self.train)
@@ -224,6 +235,31 @@ class _Night:
         sha, count = dataset_fingerprint(self.cfg.paths.dataset)
         self.registry.update_run(self.run_id, dataset_sha256=sha, dataset_examples=count)
 
+    def unchanged(self) -> str | None:
+        """The reason to skip tonight when its training inputs equal the champion's run's, else None."""
+        from daemon.inputs import TrainingInputs, training_section, unchanged_reason
+        from daemon.worker.common import versions
+
+        champ = self.registry.champion()
+        model = champ[1] if champ else None
+        if model is None or model.run_id is None:
+            return None  # the base is the champion: a first adapter is always worth training
+        run = self.registry.get_run(model.run_id)
+        installed = versions()
+        current = TrainingInputs(
+            base_sha256=self._base_sha256(),
+            dataset_sha256=self.registry.get_run(self.run_id).dataset_sha256,
+            training=training_section(self.cfg.to_dict()),
+            versions={"mlx": installed.get("mlx"), "mlx-lm": installed.get("mlx-lm")},
+        )
+        champion = TrainingInputs(
+            base_sha256=model.base_sha256,
+            dataset_sha256=run.dataset_sha256,
+            training=training_section(json.loads(run.config_snapshot or "{}")),
+            versions={"mlx": model.mlx_version, "mlx-lm": model.mlx_lm_version},
+        )
+        return unchanged_reason(run.id, champion, current)
+
     def train(self) -> Any:
         def on_progress(p: TrainProgress) -> None:
             if self.progress is not None:
@@ -249,11 +285,15 @@ class _Night:
             on_start=lambda pid: self.registry.update_run(self.run_id, log_path=str(self.run_dir / "train.log")),
         )
 
+    def _base_sha256(self) -> str:
+        return dir_sha256(self.cfg.paths.base_model, self.cfg.paths.state_dir, MODEL_FILE_PATTERNS)
+
     def _base_model(self, versions: dict[str, str]) -> Model:
-        base_dir = self.cfg.paths.base_model
-        sha = dir_sha256(base_dir, self.cfg.paths.state_dir, MODEL_FILE_PATTERNS)
         return self.registry.base_model(
-            str(base_dir), sha, mlx_version=versions.get("mlx"), mlx_lm_version=versions.get("mlx-lm")
+            str(self.cfg.paths.base_model),
+            self._base_sha256(),
+            mlx_version=versions.get("mlx"),
+            mlx_lm_version=versions.get("mlx-lm"),
         )
 
     def evaluate(self, train_result: Any, worker: StartedWorker | None = None) -> dict[str, ModelEval]:

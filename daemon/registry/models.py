@@ -66,6 +66,7 @@ class RunStatus(str, Enum):
 
     pending -> preflight -> training -> evaluating -> deciding ->
     promoted | rejected | awaiting_approval (-> promoted | rejected);
+    preflight -> skipped (nothing changed since the champion's run, see :mod:`daemon.inputs`);
     any active state -> failed | interrupted.
     """
 
@@ -79,6 +80,7 @@ class RunStatus(str, Enum):
     REJECTED = "rejected"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    SKIPPED = "skipped"
 
     @property
     def is_active(self) -> bool:
@@ -95,13 +97,13 @@ ACTIVE_STATUSES = frozenset(
     {RunStatus.PENDING, RunStatus.PREFLIGHT, RunStatus.TRAINING, RunStatus.EVALUATING, RunStatus.DECIDING}
 )
 FINAL_STATUSES = frozenset(
-    {RunStatus.PROMOTED, RunStatus.REJECTED, RunStatus.FAILED, RunStatus.INTERRUPTED}
+    {RunStatus.PROMOTED, RunStatus.REJECTED, RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.SKIPPED}
 )
 
 #: Legal transitions of the state machine (from -> allowed targets).
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PENDING: frozenset({RunStatus.PREFLIGHT}),
-    RunStatus.PREFLIGHT: frozenset({RunStatus.TRAINING}),
+    RunStatus.PREFLIGHT: frozenset({RunStatus.TRAINING, RunStatus.SKIPPED}),
     RunStatus.TRAINING: frozenset({RunStatus.EVALUATING}),
     RunStatus.EVALUATING: frozenset({RunStatus.DECIDING}),
     RunStatus.DECIDING: frozenset(

@@ -170,6 +170,7 @@ HEADLINES = {
     RunStatus.AWAITING_APPROVAL: "Awaiting approval: run `nightshift approve {id}` or `nightshift reject {id}`.",
     RunStatus.FAILED: "Failed: nothing was promoted.",
     RunStatus.INTERRUPTED: "Interrupted: nothing was promoted.",
+    RunStatus.SKIPPED: "Skipped: nothing changed since the champion's run; the champion stays.",
 }
 
 

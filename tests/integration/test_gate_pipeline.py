@@ -65,7 +65,7 @@ def test_manual_policy_waits_for_approval(demo_workspace: Path, write_config: Ca
     assert not (cfg.paths.state_dir / "current").exists()
     assert finish_manual_decision(cfg, first.run_id, approve=True, decided_by="alice") == "promoted"
     assert os.readlink(cfg.paths.state_dir / "current") == f"releases/run-{first.run_id:04d}"
-    second = run_pipeline(cfg)
+    second = run_pipeline(cfg, force=True)  # same inputs as the champion's run: forced
     assert finish_manual_decision(cfg, second.run_id, approve=False, decided_by="bob") == "rejected"
     reg = Registry.open(cfg.paths.state_dir)
     try:
@@ -79,10 +79,10 @@ def test_manual_policy_waits_for_approval(demo_workspace: Path, write_config: Ca
 def test_champion_cache_reused_only_on_exact_fingerprint(demo_workspace: Path) -> None:
     cfg = load_config(demo_workspace / "nightshift.yaml", "quick")
     run_pipeline(cfg)  # night 1: base is champion
-    run_pipeline(cfg)  # night 2: champion = night 1's challenger, cached
+    run_pipeline(cfg, force=True)  # night 2: champion = night 1's challenger, cached
     suite = demo_workspace / "eval" / "sentiment_known.jsonl"
     suite.write_text(suite.read_text().replace('"k000"', '"k000x"'))  # any change to the suite content
-    run_pipeline(cfg)  # night 3: must re-score the champion
+    run_pipeline(cfg, force=True)  # night 3: must re-score the champion
     reg = Registry.open(cfg.paths.state_dir)
     try:
         night2 = {es.role: es for es in reg.eval_sets(2)}

@@ -77,13 +77,20 @@ def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_w
     assert status["champion"]["run_id"] == 1
     assert status["last_run"] == {**status["last_run"], "id": 1, "status": "promoted"}
 
-    second = nightshift("-c", str(cfg_path), "run-now")
+    # Nothing changed since run 1 trained the champion: the night is skipped after preflight.
+    skipped = nightshift("-c", str(cfg_path), "run-now")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "run 2: skipped (nothing changed since run 1 trained the champion" in skipped.stdout
+    assert not (state / "runs" / "0002" / "metrics.jsonl").exists()
+
+    second = nightshift("-c", str(cfg_path), "run-now", "--force")
     assert second.returncode == 0, second.stderr
     reg = Registry.open(state)
     try:
-        run2 = reg.get_run(2)
+        assert reg.get_run(2).status == RunStatus.SKIPPED.value
+        run2 = reg.get_run(3)
         assert run2.champion_model_id == reg.get_run(1).challenger_model_id  # compared with the new champion
-        roles = {es.role: es for es in reg.eval_sets(2)}
+        roles = {es.role: es for es in reg.eval_sets(3)}
         assert roles["champion"].reused_from is not None  # cached: identical fingerprint
         assert len(reg.train_metrics(1)) >= 6
         assert reg.preflight_checks(1)
