@@ -27,7 +27,10 @@ from daemon.scoring import ItemScore, category_scores, make_judge, score_loss, s
 from daemon.suite import Item, Suite
 
 RESULTS_FILE = "eval_results.jsonl"
-RESULT_FIELDS = ("category", "item_id", "sample", "score", "empty", "parsed", "prompt", "reply", "gold", "extracted", "detail")
+RESULT_FIELDS = (
+    "category", "item_id", "sample", "score", "empty", "parsed", "prompt", "reply", "gold", "extracted", "detail",
+    "truncated",
+)
 """The columns of a registry ``eval_results`` row that :func:`score_model` produces."""
 
 
@@ -298,10 +301,42 @@ def _score_model(
                     "gold": None if item.gold is None else json.dumps(item.gold) if not isinstance(item.gold, str) else item.gold,
                     "extracted": s.extracted,
                     "detail": s.detail,
+                    "truncated": bool(rec.get("truncated")) if cat.generates else None,
                 }
             )
         categories[cat.name] = category_scores(cat, per_item)
     return rows, ModelScores(label=ref.role, categories=categories)
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """How many of a category's replies stopped at ``max_tokens`` (cut off, not finished)."""
+
+    truncated: int
+    replies: int
+
+    @property
+    def share(self) -> float:
+        """``truncated / replies`` (0 when there are no replies)."""
+        return self.truncated / self.replies if self.replies else 0.0
+
+
+def truncation(rows: Sequence[Any]) -> dict[str, Truncation]:
+    """Category -> :class:`Truncation` over ``eval_results`` rows (registry rows or row dicts).
+
+    Rows without a reply (loss items) and rows recorded before truncation was measured
+    (``truncated`` None) are left out; a category with none of its rows measured is absent.
+    """
+    counts: dict[str, list[int]] = {}
+    for r in rows:
+        flag = r.get("truncated") if isinstance(r, dict) else getattr(r, "truncated", None)
+        if flag is None:
+            continue
+        category = r["category"] if isinstance(r, dict) else r.category
+        c = counts.setdefault(category, [0, 0])
+        c[0] += bool(flag)
+        c[1] += 1
+    return {cat: Truncation(t, n) for cat, (t, n) in counts.items()}
 
 
 def scores_from_rows(suite: Suite, role: str, rows: Sequence[Any]) -> ModelScores:

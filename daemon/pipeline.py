@@ -165,7 +165,7 @@ class _Night:
             if skip is not None:
                 self.registry.transition(self.run_id, RunStatus.SKIPPED, reason=skip)
                 log.info("run_skipped", run_id=self.run_id, reason=skip)
-                return RunOutcome(self.run_id, RunStatus.SKIPPED, [skip], self._write_report())
+                return RunOutcome(self.run_id, RunStatus.SKIPPED, [skip], self._report_and_notify())
             # The eval child imports mlx-lm while the challenger trains (it loads no model yet).
             eval_worker = start_eval_worker(self.run_dir)
             train_result = self._stage(RunStatus.TRAINING, self.train)

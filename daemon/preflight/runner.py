@@ -119,7 +119,7 @@ def run_preflight(cfg: Config, *, smoke: bool = False, holding_lock: bool = Fals
                 nonlocal raw_smoke
                 from daemon.preflight.smoke import run_smoke
 
-                raw_smoke, out = run_smoke(cfg)
+                raw_smoke, out = run_smoke(cfg, ctx.suite[0])
                 return out
 
             run("smoke", _smoke)

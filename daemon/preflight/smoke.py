@@ -15,12 +15,16 @@ from typing import Any
 from daemon.config import Config
 from daemon.preflight.report import CheckResult, Level, result
 from daemon.resources import format_bytes
+from daemon.suite import Suite
 
 SMOKE_TIMEOUT_S = 1800.0
 """Hard limit on the smoke child (seconds): loading a large model dominates."""
 
 SMOKE_MAX_TOKENS = 16
 """Tokens generated for the greedy-generation check."""
+
+SMOKE_EVAL_SAMPLES = 16
+"""At most this many eval items (one per generating category) are answered by the base."""
 
 FORWARD_TOLERANCE_NATS = 0.05
 FORWARD_TOLERANCE_SHARE = 0.02
@@ -30,8 +34,28 @@ LOG_TAIL_LINES = 8
 
 
 
-def smoke_request(cfg: Config, result_path: Path) -> dict[str, Any]:
-    """The JSON request for the smoke child, built from the config."""
+def eval_samples(cfg: Config, suite: Suite | None) -> list[dict[str, Any]]:
+    """The first item of each generating category, with the prompt and budget the night uses
+    (at most :data:`SMOKE_EVAL_SAMPLES`)."""
+    if suite is None:
+        return []
+    out = []
+    for cat in suite.categories:
+        if cat.generates and cat.items:
+            item = cat.items[0]
+            out.append(
+                {
+                    "category": cat.name,
+                    "item_id": item.id,
+                    "messages": cat.prompt_messages(item),
+                    "max_tokens": cat.max_tokens or cfg.evaluation.max_tokens,
+                }
+            )
+    return out[:SMOKE_EVAL_SAMPLES]
+
+
+def smoke_request(cfg: Config, result_path: Path, suite: Suite | None = None) -> dict[str, Any]:
+    """The JSON request for the smoke child, built from the config (and the suite's sample items)."""
     t = cfg.training
     return {
         "model": str(cfg.paths.base_model),
@@ -45,6 +69,7 @@ def smoke_request(cfg: Config, result_path: Path) -> dict[str, Any]:
         "grad_checkpoint": t.grad_checkpoint,
         "seed": t.seed,
         "max_tokens": SMOKE_MAX_TOKENS,
+        "eval_samples": eval_samples(cfg, suite),
         "lora": {
             "layers": t.lora.layers,
             "rank": t.lora.rank,
@@ -55,8 +80,14 @@ def smoke_request(cfg: Config, result_path: Path) -> dict[str, Any]:
     }
 
 
-def run_smoke(cfg: Config, *, timeout_s: float = SMOKE_TIMEOUT_S) -> tuple[dict[str, Any] | None, list[CheckResult]]:
+def run_smoke(
+    cfg: Config, suite: Suite | None = None, *, timeout_s: float = SMOKE_TIMEOUT_S
+) -> tuple[dict[str, Any] | None, list[CheckResult]]:
     """Run the smoke child under :func:`daemon.child.run_worker` and judge it.
+
+    ``suite``: the loaded eval suite; the base answers one item per generating
+    category (truncation warning) and the night's length is estimated from the
+    measured steps (:mod:`daemon.preflight.duration`).
 
     The request, log and result go to ``<state_dir>/preflight/``
     (``smoke_request.json``, ``smoke.log``, ``smoke_result.json``).
@@ -77,7 +108,7 @@ def run_smoke(cfg: Config, *, timeout_s: float = SMOKE_TIMEOUT_S) -> tuple[dict[
     log_path.unlink(missing_ok=True)
     child = run_worker(
         "daemon.worker.smoke",
-        smoke_request(cfg, result_path),
+        smoke_request(cfg, result_path, suite),
         work_dir=work_dir,
         name="smoke",
         timeout_s=timeout_s,
@@ -100,7 +131,10 @@ def run_smoke(cfg: Config, *, timeout_s: float = SMOKE_TIMEOUT_S) -> tuple[dict[
                 tuple(_tail(log_path)),
             )
         ]
-    return raw, judge_smoke(raw, max_perplexity=cfg.preflight.max_perplexity, log_path=log_path)
+    from daemon.preflight.duration import check_night_length
+
+    out = judge_smoke(raw, max_perplexity=cfg.preflight.max_perplexity, log_path=log_path)
+    return raw, out + check_night_length(cfg, suite, raw)
 
 
 def _tail(path: Path) -> list[str]:
@@ -156,7 +190,10 @@ def judge_smoke(raw: dict[str, Any], *, max_perplexity: float, log_path: Path | 
         text = str(raw.get("generation") or "")
         if text.strip():
             snippet = text.strip().replace("\n", " ")[:60]
-            out.append(result("smoke.generation", Level.OK, f"greedy reply to {raw.get('generation_example')}: {snippet!r}"))
+            cut = f" (cut off at {SMOKE_MAX_TOKENS} tokens)" if raw.get("generation_truncated") else ""
+            out.append(
+                result("smoke.generation", Level.OK, f"greedy reply to {raw.get('generation_example')}: {snippet!r}{cut}")
+            )
         else:
             out.append(
                 result(
@@ -204,6 +241,8 @@ def judge_smoke(raw: dict[str, Any], *, max_perplexity: float, log_path: Path | 
                         f"training and inference agree on the same batch (loss {losses[0]:.4f} vs {ref:.4f})",
                     )
                 )
+    if raw.get("eval_samples"):
+        out.append(_truncation_result(raw["eval_samples"]))
     peak = raw.get("peak_memory_bytes")
     if isinstance(peak, int) and peak > 0:
         out.append(result("smoke.memory", Level.OK, f"peak mlx memory {format_bytes(peak)} (max RSS {format_bytes(raw.get('max_rss_bytes', 0))})"))
@@ -216,3 +255,30 @@ def judge_smoke(raw: dict[str, Any], *, max_perplexity: float, log_path: Path | 
             )
         )
     return out
+
+
+def _truncation_result(samples: list[dict[str, Any]]) -> CheckResult:
+    """``smoke.truncation``: warn when the base's reply to a category's first eval item stopped at
+    the category's ``max_tokens``: the night would score cut-off replies, and a budget too small
+    for the champion's style lets any challenger trained on short answers win (issue 14: 6 tokens
+    gave the base 0.007 on sentiment, 16 tokens 0.500)."""
+    cut = [s for s in samples if s.get("truncated")]
+    if not cut:
+        return result(
+            "smoke.truncation",
+            Level.OK,
+            f"the base's replies to {len(samples)} eval items (one per category) all ended before max_tokens",
+        )
+    lines = [
+        f"{s['category']}/{s['item_id']}: cut off at {s['max_tokens']} tokens: "
+        f"{' '.join(str(s.get('reply', '')).split())[-60:]!r}"
+        for s in cut
+    ]
+    cats = ", ".join(f"{s['category']} ({s['max_tokens']})" for s in cut)
+    return result(
+        "smoke.truncation",
+        Level.WARN,
+        f"the base's sample replies stopped at max_tokens in {len(cut)} of {len(samples)} categories: {cats}; "
+        "raise the category's max_tokens or evaluation.max_tokens, or scores will compare cut-off replies",
+        lines,
+    )

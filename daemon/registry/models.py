@@ -238,6 +238,9 @@ class EvalResult(Base):
     gold: Mapped[str | None] = mapped_column(Text)
     extracted: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[str | None] = mapped_column(Text)
+    truncated: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    """Generation stopped at max_tokens (mlx-lm finish reason ``length``); None for loss items
+    and rows recorded before this was measured."""
 
 
 class Promotion(Base):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
+from daemon.evaluate import truncation
 from daemon.gate import Decision
 from daemon.promote import current_target
 from daemon.registry import Registry, RunStatus
@@ -273,12 +274,15 @@ def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[An
         )
     shares = []
     for role in ("champion", "challenger"):
-        flags = [getattr(r, "truncated", None) for r in rows_by_role.get(role, [])]
-        known = [f for f in flags if f is not None]
-        if known:
-            shares.append(f"{role} {sum(known) / len(known):.1%} ({sum(known)}/{len(known)})")
+        per_category = truncation(rows_by_role.get(role, []))
+        cut, replies = sum(t.truncated for t in per_category.values()), sum(t.replies for t in per_category.values())
+        if replies:
+            worst = ", ".join(
+                f"{c} {t.truncated}/{t.replies}" for c, t in sorted(per_category.items()) if t.truncated
+            )
+            shares.append(f"{role} {cut / replies:.1%} ({cut}/{replies}{': ' + worst if worst else ''})")
     if shares:
-        out["replies cut at max_tokens"] = ", ".join(shares)
+        out["replies cut at max_tokens"] = "; ".join(shares)
     handoffs = getattr(registry, "handoffs", None)
     if handoffs is not None:
         rows = handoffs(run.id)

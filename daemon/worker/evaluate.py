@@ -8,7 +8,9 @@ happens in the parent (:mod:`daemon.evaluate`), so this child only produces
 text and numbers.
 
 Output: JSON lines in ``output_file``:
-``{"kind": "reply", "model", "category", "item_id", "sample", "reply"}``,
+``{"kind": "reply", "model", "category", "item_id", "sample", "reply", "truncated"}``
+(``truncated``: generation stopped at the item's ``max_tokens``, mlx-lm's finish reason
+``"length"``, not at an end-of-sequence token),
 ``{"kind": "loss", "model", "category", "item_id", "nll", "tokens"}``,
 ``{"kind": "held_out", "model", "loss"}``,
 ``{"kind": "progress", "model", "done", "total"}``,
@@ -84,9 +86,47 @@ def _prompt_tokens(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False))
 
 
+def generate_batch(
+    model: Any, tokenizer: Any, prompts: list[list[int]], max_tokens: list[int], sampler: Any = None
+) -> list[tuple[str, bool, int]]:
+    """Generate replies to ``prompts`` together; ``(text, truncated, tokens)`` per prompt, in order.
+
+    ``tokens``: the reply's generated tokens (the end-of-sequence token not counted).
+
+    The loop of ``mlx_lm.generate.batch_generate`` (mlx-lm 0.32), which returns texts only,
+    keeping each sequence's finish reason: ``"length"`` when it reached its ``max_tokens``
+    (``truncated``), ``"stop"`` when it produced an end-of-sequence token (not in the text).
+    Prefills the whole chunk at once: mlx-lm prefills 8 prompts at a time by default, and
+    one prefill is ~1.35x faster on the demo suite with identical replies
+    (benchmarks/eval_batched.py).
+    """
+    from mlx_lm.generate import BatchGenerator
+
+    kwargs: dict[str, Any] = {"sampler": sampler} if sampler is not None else {}
+    gen = BatchGenerator(
+        model,
+        stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+        prefill_batch_size=len(prompts),
+        completion_batch_size=len(prompts),
+        **kwargs,
+    )
+    try:
+        uids = gen.insert(prompts, max_tokens)
+        tokens: dict[int, list[int]] = {uid: [] for uid in uids}
+        reasons: dict[int, str] = {}
+        while responses := gen.next_generated():
+            for r in responses:
+                if r.finish_reason != "stop":
+                    tokens[r.uid].append(r.token)
+                if r.finish_reason is not None:
+                    reasons[r.uid] = r.finish_reason
+    finally:
+        gen.close()
+    return [(tokenizer.decode(tokens[uid]), reasons.get(uid) == "length", len(tokens[uid])) for uid in uids]
+
+
 def _generate_all(model: Any, tokenizer: Any, req: dict[str, Any], key: str, out: JsonLines) -> None:
     import mlx.core as mx
-    from mlx_lm.generate import batch_generate
     from mlx_lm.sample_utils import make_sampler
 
     prompts = req["generation"]
@@ -102,21 +142,14 @@ def _generate_all(model: Any, tokenizer: Any, req: dict[str, Any], key: str, out
         sampler = make_sampler(temp=temperature) if temperature > 0 else None
         for start in range(0, len(group), batch_size):
             chunk = group[start : start + batch_size]
-            tokens = [_prompt_tokens(tokenizer, p["messages"]) for p in chunk]
-            kwargs: dict[str, Any] = {"sampler": sampler} if sampler is not None else {}
-            # mlx-lm prefills 8 prompts at a time by default; prefilling the whole
-            # chunk at once is ~1.35x faster on the demo suite with identical replies
-            # (benchmarks/eval_batched.py).
-            response = batch_generate(
+            replies = generate_batch(
                 model,
                 tokenizer,
-                tokens,
-                max_tokens=[int(p["max_tokens"]) for p in chunk],
-                prefill_batch_size=len(chunk),
-                completion_batch_size=len(chunk),
-                **kwargs,
+                [_prompt_tokens(tokenizer, p["messages"]) for p in chunk],
+                [int(p["max_tokens"]) for p in chunk],
+                sampler,
             )
-            for p, text in zip(chunk, response.texts, strict=True):
+            for p, (text, truncated, _) in zip(chunk, replies, strict=True):
                 out.write(
                     {
                         "kind": "reply",
@@ -125,6 +158,7 @@ def _generate_all(model: Any, tokenizer: Any, req: dict[str, Any], key: str, out
                         "item_id": p["item_id"],
                         "sample": p["sample"],
                         "reply": text,
+                        "truncated": truncated,
                     }
                 )
             done += len(chunk)

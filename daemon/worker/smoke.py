@@ -8,7 +8,11 @@ Loads the base model with mlx-lm and measures, without judging (the parent,
    masked with ``steps < length`` (mlx-lm 0.32's ``default_loss`` uses ``<=``
    and counts one padding target);
 2. greedy generation (mlx-lm's default sampler) for the first validation
-   prompt;
+   prompt, then for one eval item per generating category with that
+   category's ``max_tokens``, through the eval child's own batched generation
+   (:func:`daemon.worker.evaluate.generate_batch`): each reply records
+   whether it stopped at ``max_tokens`` (cut off), and the batch's time per
+   decoding step feeds the night-length estimate;
 3. two LoRA training steps (Adam, learning rate ``1e-6``) on the
    ``batch_size`` longest of the first 64 training examples, truncated to
    ``max_seq_len_tokens``, with gradient checkpointing if configured, so the
@@ -21,7 +25,8 @@ Loads the base model with mlx-lm and measures, without judging (the parent,
 Request keys: ``model``, ``train``, ``valid``, ``result`` (paths), ``samples``,
 ``batch_size``, ``max_seq_len_tokens``, ``mask_prompt``, ``grad_checkpoint``,
 ``seed``, ``max_tokens``, ``lora`` (``layers``, ``rank``, ``scale``,
-``dropout``, ``keys``). The result JSON has ``ok``, ``stage``, ``error`` and
+``dropout``, ``keys``), ``eval_samples`` (``category``, ``item_id``,
+``messages``, ``max_tokens``; may be empty). The result JSON has ``ok``, ``stage``, ``error`` and
 the measurements; it is written even when a stage fails.
 """
 
@@ -75,12 +80,12 @@ def run(request: dict[str, Any], result: dict[str, Any]) -> None:
     import mlx.nn as nn
     import mlx.optimizers as optim
     import numpy as np
-    from mlx_lm.generate import generate
     from mlx_lm.tuner.datasets import ChatDataset
     from mlx_lm.tuner.trainer import grad_checkpoint
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import load
 
+    from daemon.worker.evaluate import generate_batch
     from daemon.worker.mlxutil import all_finite, masked_loss, peak_memory_bytes
 
     mx.random.seed(int(request.get("seed", 0)))
@@ -120,10 +125,28 @@ def run(request: dict[str, Any], result: dict[str, Any]) -> None:
         list(first.messages[:-1]), tools=first.tools, add_generation_prompt=True
     )
     tic = time.perf_counter()
-    text = generate(model, tokenizer, prompt=list(prompt), max_tokens=int(request["max_tokens"]), verbose=False)
+    ((text, truncated, _),) = generate_batch(model, tokenizer, [list(prompt)], [int(request["max_tokens"])])
     result["generation_s"] = time.perf_counter() - tic
     result["generation_example"] = f"{first.path.name}:{first.line}"
     result["generation"] = text
+    result["generation_truncated"] = truncated
+
+    samples_req = request.get("eval_samples") or []
+    if samples_req:
+        result["stage"] = "generating eval samples"
+        prompts = [
+            list(tokenizer.apply_chat_template(s["messages"], add_generation_prompt=True, return_dict=False))
+            for s in samples_req
+        ]
+        tic = time.perf_counter()
+        replies = generate_batch(model, tokenizer, prompts, [int(s["max_tokens"]) for s in samples_req])
+        result["eval_generation_s"] = time.perf_counter() - tic
+        # A batch decodes until its longest reply ends (one more step for a stop token).
+        result["eval_generation_steps"] = max(n + (0 if cut else 1) for _, cut, n in replies)
+        result["eval_samples"] = [
+            {**{k: s[k] for k in ("category", "item_id", "max_tokens")}, "reply": text, "truncated": cut, "tokens": n}
+            for s, (text, cut, n) in zip(samples_req, replies, strict=True)
+        ]
 
     result["stage"] = "training two LoRA steps"
     candidates = _tokenise(dataset, train[:TRAIN_CANDIDATES] or samples, max_len)
@@ -155,14 +178,18 @@ def run(request: dict[str, Any], result: dict[str, Any]) -> None:
     optimizer = optim.Adam(learning_rate=SMOKE_LEARNING_RATE)
     loss_and_grad = nn.value_and_grad(model, masked_loss)
     losses: list[float] = []
+    step_s: list[float] = []
     grads_finite = True
     for _ in range(2):
+        tic = time.perf_counter()
         (loss, _), grads = loss_and_grad(model, batch, lengths)
-        grads_finite = grads_finite and all_finite(grads)
         optimizer.update(model, grads)
         mx.eval(model.parameters(), optimizer.state, loss)
+        step_s.append(time.perf_counter() - tic)
+        grads_finite = grads_finite and all_finite(grads)
         losses.append(_item(loss))
     result["train_losses"] = losses
+    result["train_step_s"] = step_s
     result["grads_finite"] = grads_finite
     result["params_finite"] = all_finite(model.trainable_parameters())
     result["peak_memory_bytes"] = peak_memory_bytes()

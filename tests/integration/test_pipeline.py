@@ -66,12 +66,20 @@ def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_w
                 "where s.run_id = 1 and s.role = 'challenger'"
             ).fetchall()
         )
+        cut = con.execute(
+            "select r.category, r.truncated from eval_results r join eval_sets s on s.id = r.eval_set_id "
+            "where s.run_id = 1"
+        ).fetchall()
     finally:
         con.close()
     # the demo suite has a category of every task kind, all scored and gated
     assert {c["kind"] for c in decision["categories"]} == set(KINDS)
     assert all(f"| {c['name']} | {c['kind']} |" in report for c in decision["categories"])
     assert verdicts["reply"].startswith("judge grade")  # the suite's command judge answered
+    # every generated reply records whether it stopped at max_tokens; loss items have no reply
+    assert {flag is None for category, flag in cut if category != "reference_loss"} == {False}
+    assert {flag for category, flag in cut if category == "reference_loss"} == {None}
+    assert "## Replies cut off at max_tokens" in report or "No reply stopped at max_tokens." in report
 
     status = json.loads(nightshift("-c", str(cfg_path), "status", "--json").stdout)
     assert status["champion"]["run_id"] == 1

@@ -57,3 +57,23 @@ def test_bad_time_zone_fails_run_now(demo_workspace: Path) -> None:
     with pytest.raises(PreflightFailed, match=r"schedule: schedule.timezone: unknown IANA time zone 'Mars/Olympus'"):
         run_pipeline(cfg)
     assert_failed_before_training(cfg.paths.state_dir, "Mars/Olympus")
+
+
+def test_eval_generation_records_replies_cut_off_at_max_tokens(demo_template: Path) -> None:
+    """Regression: replies cut off at max_tokens were scored without a flag (issue 14)."""
+    from mlx_lm.utils import load
+
+    from daemon.worker.evaluate import generate_batch
+
+    model, tokenizer = load(str(demo_template / "models" / "base"))[:2]
+    prompt = list(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Review: a wonderful, moving film. Sentiment?"}],
+            add_generation_prompt=True,
+            return_dict=False,
+        )
+    )
+    (short_text, short_cut, short_n), (text, cut, n) = generate_batch(model, tokenizer, [prompt, prompt], [1, 64])
+    assert (short_cut, short_n) == (True, 1)  # stopped by its budget
+    assert not cut and 1 < n < 64  # the same reply, finished with an end-of-sequence token
+    assert text.startswith(short_text)
