@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,12 +38,13 @@ def load(config_path: str | None, profile: str | None) -> Config:
 
 
 class TerminalProgress:
-    """Stage lines plus a one-line live bar on a TTY; plain log lines otherwise."""
+    """Stage lines plus a one-line live bar on a TTY; without one (a log file), one plain line
+    per new report step (training) or per finished batch (evaluation), never a repeat."""
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last_plain = 0.0
+        self._last_plain: tuple[Any, ...] | None = None
         self._bar = False
 
     def _line(self, text: str) -> None:
@@ -54,13 +54,14 @@ class TerminalProgress:
         self.stream.write(text + "\n")
         self.stream.flush()
 
-    def _live(self, text: str) -> None:
+    def _live(self, text: str, key: tuple[Any, ...]) -> None:
+        """Redraw the bar on a TTY; otherwise print ``text`` once per distinct ``key``."""
         if self.tty:
             self.stream.write("\r\033[K" + text)
             self.stream.flush()
             self._bar = True
-        elif time.monotonic() - self._last_plain >= 10:
-            self._last_plain = time.monotonic()
+        elif key != self._last_plain:
+            self._last_plain = key
             self._line(text)
 
     def stage(self, name: str, run_id: int) -> None:
@@ -73,18 +74,25 @@ class TerminalProgress:
         filled = int(width * p.iteration / p.total)
         bar = "#" * filled + "-" * (width - filled) if self.tty else ""
         loss = f"loss {p.train_loss:.3f}" if p.train_loss is not None else ""
-        tps = f"{p.tokens_per_s:.0f} tok/s" if p.tokens_per_s else ""
+        trained = f"{_count(p.trained_tokens)} tokens trained" if p.trained_tokens else ""
+        tps = f"{p.tokens_per_s:.0f} tok/s processed" if p.tokens_per_s else ""
         eta = f"ETA {p.eta_s:.0f}s" if p.eta_s is not None else ""
-        self._live(f"  train [{bar}] {p.iteration}/{p.total} {loss} {tps} {eta}".replace("[] ", ""))
+        text = " ".join(x for x in (f"  train [{bar}] {p.iteration}/{p.total}".replace(" []", ""), loss, trained, tps, eta) if x)
+        self._live(text, ("train", p.iteration, p.val_loss))
 
     def evaluate(self, p: Any) -> None:
         if p.total:
-            self._live(f"  evaluate {p.model}: {p.done}/{p.total} items")
+            self._live(f"  evaluate {p.model}: {p.done}/{p.total} items", ("evaluate", p.model, p.done))
 
     def close(self) -> None:
         if self._bar:
             self.stream.write("\n")
             self._bar = False
+
+
+def _count(n: int) -> str:
+    """``950``, ``12.3k``, ``4.1M``."""
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
 
 
 def _run_now(config_path: str | None, profile: str | None, force: bool = False) -> None:

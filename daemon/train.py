@@ -33,6 +33,9 @@ class TrainProgress:
     train_loss: float | None = None
     val_loss: float | None = None
     tokens_per_s: float | None = None
+    """Processed tokens (prompts and answers) per second over the last report step."""
+    trained_tokens: int | None = None
+    """Answer tokens trained on so far (the loss's unmasked tokens)."""
     started_monotonic: float = field(default_factory=time.monotonic)
 
     @property
@@ -163,6 +166,7 @@ def train_challenger(
                 progress.iteration = row["iteration"]
                 progress.train_loss = row["train_loss"]
                 progress.tokens_per_s = row["tokens_per_s"]
+                progress.trained_tokens = row["trained_tokens"]
             else:
                 progress.val_loss = row["val_loss"]
         if rows:

@@ -35,6 +35,44 @@ ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
+class ProcessedTokens:
+    """Counts the tokens of every training batch (prompt and answer, padding excluded).
+
+    mlx-lm reports ``tokens_per_second`` over the loss's unmasked tokens only: with
+    ``mask_prompt`` that is the answers (0-1 tok/s shown while ~80 were processed). Wrapping
+    its ``iterate_batches`` (``mlx_lm.tuner.trainer.train`` takes it as an argument) counts
+    what the model actually processed; validation batches (``loop=False``) are not counted.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._reported_total = 0
+        self._reported_trained = 0
+
+    def iterate(self, *args: Any, **kwargs: Any) -> Any:
+        """``mlx_lm.tuner.trainer.iterate_batches`` with counting; yields its ``(batch, lengths)``."""
+        from mlx_lm.tuner.trainer import iterate_batches
+
+        counting = bool(kwargs.get("loop"))
+        for batch, lengths in iterate_batches(*args, **kwargs):
+            if counting:
+                self.total += int(lengths[:, 1].sum().item())
+            yield batch, lengths
+
+    def per_second(self, trained_tokens: int, answer_tokens_per_s: float) -> float:
+        """Processed tokens per second since the last report.
+
+        mlx-lm's report gives answer tokens per second over its own step time; the same
+        seconds are ``new answer tokens / answer tokens per second``.
+        """
+        processed = self.total - self._reported_total
+        answers = trained_tokens - self._reported_trained
+        self._reported_total, self._reported_trained = self.total, trained_tokens
+        if answer_tokens_per_s <= 0 or answers <= 0:
+            return 0.0
+        return processed / (answers / answer_tokens_per_s)
+
+
 class NonFiniteLoss(RuntimeError):
     """Raised from the callback to abort training on a NaN/inf loss."""
 
@@ -132,6 +170,8 @@ def _train(req: dict[str, Any], metrics: JsonLines, result_file: Path) -> int:
     total = sum(v.size for _, v in tree_flatten(model.parameters()))
     metrics.write({"event": "start", "iters": req["iters"], "trainable_params": trainable, "total_params": total})
 
+    batches = ProcessedTokens()
+
     class Callback(TrainingCallback):
         def on_train_loss_report(self, info: dict[str, Any]) -> None:
             loss = float(info["train_loss"])
@@ -141,8 +181,9 @@ def _train(req: dict[str, Any], metrics: JsonLines, result_file: Path) -> int:
                     "iteration": int(info["iteration"]),
                     "train_loss": loss,
                     "learning_rate": float(info["learning_rate"]),
-                    "tokens_per_s": float(info["tokens_per_second"]),
+                    "tokens_per_s": batches.per_second(int(info["trained_tokens"]), float(info["tokens_per_second"])),
                     "trained_tokens": int(info["trained_tokens"]),
+                    "processed_tokens": batches.total,
                     "peak_memory_bytes": int(float(info["peak_memory"]) * 1e9),
                 }
             )
@@ -184,6 +225,7 @@ def _train(req: dict[str, Any], metrics: JsonLines, result_file: Path) -> int:
         args=args,
         loss=masked_loss,
         training_callback=Callback(),
+        iterate_batches=batches.iterate,
     )
     if not all_finite(model.trainable_parameters()):
         raise NonFiniteLoss("the trained adapter weights contain NaN or inf")
