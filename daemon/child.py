@@ -44,6 +44,10 @@ class ChildResult:
     duration_s: float
     log_path: Path
     timed_out: bool = False
+    peak_rss_bytes: int | None = None
+    """The child's peak RSS when known (it set a new maximum among our children), else None."""
+    oom_killed: bool | None = None
+    """The kernel's OOM killer struck in our cgroup while the child ran (Linux cgroup v2); None: unknown."""
 
     @property
     def signal_name(self) -> str | None:
@@ -55,15 +59,33 @@ class ChildResult:
                 return f"signal {-self.returncode}"
         return None
 
-    def describe(self) -> str:
-        """One phrase: ``exited with status 1`` / ``was killed by SIGKILL (likely out of memory)``."""
+    def describe(self, total_memory_bytes: int | None = None) -> str:
+        """One phrase: ``exited with status 1 after 3 s`` / ``was killed by SIGTERM after 5 s``.
+
+        A SIGKILL is described with what is known: out of memory only when the kernel's OOM
+        killer struck (:attr:`oom_killed`) or the child's peak RSS reached
+        :data:`~daemon.resources.OOM_LIKELY_RSS_SHARE` of ``total_memory_bytes`` (default: this
+        machine's); otherwise ``killed by signal 9 (SIGKILL) ... by the OOM killer or another process``.
+        """
+        from daemon.resources import OOM_LIKELY_RSS_SHARE, format_bytes, memory_info
+
+        after = f"after {self.duration_s:.0f} s"
         if self.timed_out:
-            return f"timed out after {self.duration_s:.0f} s and was stopped"
+            return f"timed out {after} and was stopped"
         sig = self.signal_name
+        if sig == "SIGKILL":
+            if self.oom_killed:
+                return f"was killed by SIGKILL {after} by the kernel's OOM killer: out of memory"
+            total = total_memory_bytes if total_memory_bytes is not None else memory_info().total_bytes
+            if self.peak_rss_bytes and total and self.peak_rss_bytes >= OOM_LIKELY_RSS_SHARE * total:
+                return (
+                    f"was killed by SIGKILL {after} at a peak RSS of {format_bytes(self.peak_rss_bytes)} "
+                    f"of {format_bytes(total)}: likely out of memory"
+                )
+            return f"was killed by signal 9 (SIGKILL) {after} — by the OOM killer or another process"
         if sig:
-            hint = " (likely out of memory)" if sig == "SIGKILL" else ""
-            return f"was killed by {sig} after {self.duration_s:.0f} s{hint}"
-        return f"exited with status {self.returncode} after {self.duration_s:.0f} s"
+            return f"was killed by {sig} {after}"
+        return f"exited with status {self.returncode} {after}"
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
@@ -204,8 +226,10 @@ def _supervise(
     on_start: Callable[[int], None] | None,
 ) -> ChildResult:
     from daemon.power import keep_awake
+    from daemon.resources import children_peak_rss_bytes, oom_kill_count
 
     awake = keep_awake(proc.pid)
+    rss_before, oom_before = children_peak_rss_bytes(), oom_kill_count()
     try:
         if on_start is not None:
             on_start(proc.pid)
@@ -236,11 +260,14 @@ def _supervise(
                 f"{shutdown.stop_reason() or 'shutdown requested'}; the {name} child (pid {proc.pid}) "
                 f"stopped with status {proc.returncode}"
             )
+        rss_after, oom_after = children_peak_rss_bytes(), oom_kill_count()
         return ChildResult(
             returncode=proc.returncode if proc.returncode is not None else -9,
             duration_s=time.monotonic() - started,
             log_path=log_path,
             timed_out=timed_out,
+            peak_rss_bytes=rss_after if rss_after > rss_before else None,
+            oom_killed=None if oom_before is None or oom_after is None else oom_after > oom_before,
         )
     finally:
         if proc.poll() is None:  # an exception in on_poll: never leave the child behind

@@ -3,6 +3,41 @@ the numbers, and what to do next."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from os import PathLike
+
+READING_NOTE = "while reading "
+"""Prefix of the note :func:`note_reading` adds to an exception (PEP 678 ``__notes__``)."""
+
+
+def note_reading(exc: BaseException, path: str | PathLike[str], line: int | None = None) -> None:
+    """Record on ``exc`` which file (and line) was being read when it was raised.
+
+    The innermost reader's note wins: an exception that already names a file is left alone.
+    :func:`reading_location` gets it back, e.g. for preflight's "check crashed" message.
+    """
+    if reading_location(exc) is None:
+        exc.add_note(f"{READING_NOTE}{path}" + (f" line {line}" if line else ""))
+
+
+def reading_location(exc: BaseException) -> str | None:
+    """``FILE`` or ``FILE line N`` from :func:`note_reading`, or None."""
+    for note in getattr(exc, "__notes__", ()):
+        if isinstance(note, str) and note.startswith(READING_NOTE):
+            return note[len(READING_NOTE) :]
+    return None
+
+
+@contextmanager
+def reading(path: str | PathLike[str], line: int | None = None) -> Iterator[None]:
+    """Any exception escaping the block names ``path`` (and ``line``): see :func:`note_reading`."""
+    try:
+        yield
+    except Exception as exc:
+        note_reading(exc, path, line)
+        raise
+
 
 class NightshiftError(Exception):
     """Base of every error nightshift reports to the operator."""

@@ -294,6 +294,39 @@ def memory_info() -> MemoryInfo:
     return MemoryInfo(total, available)
 
 
+OOM_LIKELY_RSS_SHARE = 0.8
+"""A child killed by SIGKILL whose peak RSS reached this share of physical memory is
+described as likely out of memory (the OOM killer picks the largest process)."""
+
+
+def oom_kill_count() -> int | None:
+    """The kernel's OOM-kill count for this process's cgroup and its descendants (Linux cgroup v2
+    ``memory.events``, key ``oom_kill``); None where there is no such file (macOS, cgroup v1)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text(encoding="utf-8").splitlines()
+        rel = next((line[3:] for line in lines if line.startswith("0::")), None)
+        if rel is None:
+            return None
+        events = Path("/sys/fs/cgroup") / rel.lstrip("/") / "memory.events"
+        for line in events.read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def children_peak_rss_bytes() -> int:
+    """The largest peak RSS among this process's waited-for children (``getrusage(RUSAGE_CHILDREN)``;
+    ``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
 def _darwin_available_bytes() -> int | None:
     try:
         text = subprocess.run(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.dataset.leakage import THINK_FAMILY, find_leaked_tokens
+from daemon.errors import note_reading
 
 ROLES = ("system", "user", "assistant", "tool")
 """Roles a training example may use."""
@@ -408,30 +409,40 @@ def read_chat_jsonl(path: str | Path) -> tuple[list[Example], list[Finding]]:
     path = Path(path)
     examples: list[Example] = []
     findings: list[Finding] = []
-    for number, text in iter_jsonl_lines(path):
-        if not text.strip():
-            findings.append(
-                Finding(path, number, FindingKind.BLANK_LINE, "blank line; delete it (mlx-lm's own loader fails on it)")
-            )
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            findings.append(
-                Finding(
-                    path,
-                    number,
-                    FindingKind.INVALID_JSON,
-                    f"not valid JSON ({exc.msg} at column {exc.colno}); fix or delete the line",
+    number = 0
+    try:
+        for number, text in iter_jsonl_lines(path):
+            if not text.strip():
+                findings.append(
+                    Finding(path, number, FindingKind.BLANK_LINE, "blank line; delete it (mlx-lm's own loader fails on it)")
                 )
-            )
-            continue
-        messages, issues = normalise_record(record)
-        findings.extend(Finding(path, number, issue.kind, issue.message) for issue in issues)
-        if messages is None:
-            continue
-        tools = record.get("tools") if isinstance(record, dict) else None
-        examples.append(Example(path, number, tuple(messages), tools, canonical_key(messages, tools)))
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                findings.append(
+                    Finding(
+                        path,
+                        number,
+                        FindingKind.INVALID_JSON,
+                        f"not valid JSON ({exc.msg} at column {exc.colno}); fix or delete the line",
+                    )
+                )
+                continue
+            except RecursionError:
+                findings.append(
+                    Finding(path, number, FindingKind.INVALID_JSON, "JSON nested too deeply to read; fix or delete the line")
+                )
+                continue
+            messages, issues = normalise_record(record)
+            findings.extend(Finding(path, number, issue.kind, issue.message) for issue in issues)
+            if messages is None:
+                continue
+            tools = record.get("tools") if isinstance(record, dict) else None
+            examples.append(Example(path, number, tuple(messages), tools, canonical_key(messages, tools)))
+    except Exception as exc:  # name the line in whatever a check reports about it
+        note_reading(exc, path, number or None)
+        raise
     return examples, findings
 
 

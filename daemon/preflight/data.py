@@ -15,6 +15,7 @@ from daemon.dataset import (
     normalise_prompt,
     read_chat_jsonl,
 )
+from daemon.errors import reading
 from daemon.preflight.report import CheckResult, Level, grouped, result
 from daemon.suite import Suite
 
@@ -184,7 +185,8 @@ def check_token_lengths(cfg: Config, examples: dict[str, list[Example]]) -> list
     refused: list[str] = []
     for ex in all_examples:
         try:
-            texts.append(tokenizer.render(list(ex.messages), tools=ex.tools))
+            with reading(ex.path, ex.line):
+                texts.append(tokenizer.render(list(ex.messages), tools=ex.tools))
             rendered.append(ex)
         except TemplateError as exc:
             refused.append(f"{ex.path.name} line {ex.line}: the chat template refuses this example ({exc}); fix it")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
+from daemon.errors import reading
 from daemon.preflight.report import CheckResult, Level, result
 from daemon.resources import config_value, context_length, format_bytes
 
@@ -128,7 +129,8 @@ def read_model_config(model_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelFileError(f"{path} is missing; is paths.base_model a Hugging Face/mlx model directory?")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with reading(path):
+            data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path} cannot be read: {exc}") from exc
     except json.JSONDecodeError as exc:
@@ -239,7 +241,8 @@ def scan_weights(model_dir: Path) -> WeightsScan:
     expected: dict[str, set[str]] = {}
     if index_path.is_file():
         try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
+            with reading(index_path):
+                index = json.loads(index_path.read_text(encoding="utf-8"))
             weight_map = index["weight_map"]
             if not isinstance(weight_map, dict):
                 raise TypeError("weight_map is not an object")
@@ -278,7 +281,8 @@ def scan_weights(model_dir: Path) -> WeightsScan:
             return scan
     for path in scan.shards:
         try:
-            header = read_safetensors_header(path)
+            with reading(path):
+                header = read_safetensors_header(path)
         except ModelFileError as exc:
             scan.problems.append(str(exc))
             continue
@@ -326,7 +330,8 @@ def load_chat_template(model_dir: Path) -> tuple[str | None, str]:
         if not path.is_file():
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with reading(path):
+                data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelFileError(f"{name} is not valid JSON ({exc}); re-download the model") from exc
         template = data.get("chat_template") if isinstance(data, dict) else None

@@ -5,16 +5,42 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
 from daemon.dataset import Example
-from daemon.errors import Interrupted, SuiteError
+from daemon.errors import Interrupted, SuiteError, reading, reading_location
 from daemon.preflight import data, model, suite, system
 from daemon.preflight.report import CheckResult, Level, PreflightReport
 from daemon.resources import ModelShape
 from daemon.suite import Suite, load_suite
+
+CRASH_EXCERPT_CHARS = 200
+"""Characters of a crashed check's exception message kept in its result."""
+
+
+def crash_message(exc: BaseException) -> str:
+    """``check crashed while reading FILE line N: Type: message`` for a check that raised.
+
+    The file and line come from :func:`daemon.errors.note_reading`; without one, the
+    innermost nightshift source line that raised is named instead (a bug to report).
+    """
+    where = reading_location(exc)
+    if where is not None:
+        place = f"while reading {where}"
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        ours = [f for f in frames if "daemon" in Path(f.filename).parts and Path(f.filename).name != "runner.py"]
+        last = (ours or frames)[-1] if frames else None
+        place = f"in {Path(last.filename).name} line {last.lineno} (a nightshift bug: please report it)" if last else ""
+    text = " ".join(str(exc).split())
+    if len(text) > CRASH_EXCERPT_CHARS:
+        text = text[: CRASH_EXCERPT_CHARS - 1] + "…"
+    return f"check crashed {place}: {type(exc).__name__}: {text}".replace("crashed :", "crashed:")
+
 
 SMOKE_PREREQUISITES = ("config", "model.", "dataset.", "resources.memory")
 """Checks whose failure makes the smoke test pointless (it is then not started)."""
@@ -48,7 +74,8 @@ class _Context:
     def suite(self) -> tuple[Suite | None, SuiteError | None]:
         """The eval suite as the evaluate stage loads it, or the loader's error."""
         try:
-            return load_suite(self.cfg.paths.eval_suite), None
+            with reading(self.cfg.paths.eval_suite):
+                return load_suite(self.cfg.paths.eval_suite), None
         except SuiteError as exc:
             return None, exc
 
@@ -86,7 +113,7 @@ def run_preflight(cfg: Config, *, smoke: bool = False, holding_lock: bool = Fals
         except Interrupted:
             raise
         except Exception as exc:  # a broken check must not hide the others
-            out = [CheckResult(name, Level.FAIL, f"check crashed: {type(exc).__name__}: {exc}", 0.0)]
+            out = [CheckResult(name, Level.FAIL, crash_message(exc), 0.0)]
         elapsed = time.monotonic() - tic
         results.extend(dataclasses.replace(r, duration_s=elapsed) for r in out)
 

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from daemon.child import StartedWorker
+from daemon.child import ChildResult, StartedWorker
 
 
 def alive(pid: int) -> bool:
@@ -44,3 +44,28 @@ def test_a_warm_worker_runs_the_request_it_is_handed_later(tmp_path: Path) -> No
     reason = json.loads((tmp_path / "result.json").read_text())["reason"]
     assert "no-model" in reason
     assert json.loads((tmp_path / "evaluate_request.json").read_text()) == request
+
+
+# ---------------------------------------------------------------- SIGKILL described with what is known
+
+
+def _killed(**kw: object) -> ChildResult:
+    return ChildResult(returncode=-9, duration_s=12.0, log_path=Path("train.log"), **kw)  # type: ignore[arg-type]
+
+
+def test_sigkill_without_evidence_is_not_called_out_of_memory() -> None:
+    """Regression: any SIGKILL was reported as "likely out of memory"."""
+    assert _killed().describe(total_memory_bytes=64 * 10**9) == (
+        "was killed by signal 9 (SIGKILL) after 12 s — by the OOM killer or another process"
+    )
+    small = _killed(peak_rss_bytes=2 * 10**9, oom_killed=False)
+    assert "out of memory" not in small.describe(total_memory_bytes=64 * 10**9)
+
+
+def test_sigkill_with_memory_evidence_says_so() -> None:
+    assert _killed(oom_killed=True).describe(total_memory_bytes=64 * 10**9) == (
+        "was killed by SIGKILL after 12 s by the kernel's OOM killer: out of memory"
+    )
+    assert _killed(peak_rss_bytes=60 * 10**9).describe(total_memory_bytes=64 * 10**9) == (
+        "was killed by SIGKILL after 12 s at a peak RSS of 60.0 GB of 64.0 GB: likely out of memory"
+    )
