@@ -236,3 +236,25 @@ def test_a_page_that_is_not_a_model_list_is_a_wrong_url(tmp_path: Path, server: 
     assert result.level is Level.WARN
     assert result.message.startswith(f"GET {url}/v1/models answered '<html><body>Welcome to nginx!</body></html>'")
     assert "not an OpenAI model list" in result.message and "HF_HUB_CACHE" not in result.message
+
+
+def test_evening_rehearsal_runs_the_same_checks(tmp_path: Path) -> None:
+    """The 10 PM rehearsal is run_preflight(smoke=True): a missing judge fails it the evening before."""
+    from daemon import scheduler
+
+    cfg = judge_config(tmp_path, "{command: [nightshift-no-such-judge], retries: 0}")
+    recorded: list[dict[str, Any]] = []
+
+    class Registry:
+        def record_rehearsal(self, report: dict[str, Any]) -> int:
+            recorded.append(report)
+            return len(recorded)
+
+    daemon = scheduler.Daemon(
+        cfg, registry=Registry(), run_pipeline=lambda *a, **k: None, run_preflight=scheduler._run_preflight  # type: ignore[arg-type]
+    )
+    report = daemon.rehearse()
+    assert report is not None and report is recorded[-1] and report["ok"] is False
+    failed = {c["name"]: c["message"] for c in report["checks"] if c["level"] == "fail"}
+    assert failed["suite.judge"].startswith("category reply: Judge command 'nightshift-no-such-judge' cannot be started")
+    assert {"suite", "schedule"} <= {c["name"] for c in report["checks"]}
