@@ -649,7 +649,7 @@ class _Loader:
                     continue
                 try:
                     raw_items.append((f"{fname}:{lineno}", json.loads(line)))
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
                     msg = getattr(exc, "msg", str(exc))
                     col = getattr(exc, "colno", None)
                     at = f" at column {col}" if col else ""

@@ -84,3 +84,13 @@ def test_a_crash_outside_any_reader_names_the_source_line_and_clips_the_value() 
     assert message.startswith("check crashed in test_preflight_messages.py line ")
     assert "(a nightshift bug: please report it): ValueError: xxx" in message
     assert len(message) < 400
+
+
+def test_deeply_nested_items_line_is_a_suite_problem_naming_its_line(tmp_path: Path) -> None:
+    """A RecursionError in an items file named neither the file nor the line (it blamed suite.yaml)."""
+    cfg = workspace(tmp_path)
+    (tmp_path / "suite.yaml").write_text("categories:\n  - {name: t, kind: loss, items_file: items.jsonl}\n")
+    (tmp_path / "items.jsonl").write_text('{"prompt": "a", "gold": "b"}\n' + DEEP + "\n")
+    ((level, message),) = messages(run_preflight(cfg), "suite")
+    assert level is Level.FAIL
+    assert message.startswith(f"Invalid eval suite {tmp_path / 'suite.yaml'}: 1 problem(s); fix them and run again: items.jsonl:2: not valid JSON (maximum recursion depth exceeded")
