@@ -24,7 +24,7 @@ def test_schema_comes_from_migrations_and_matches_models(tmp_path: Path) -> None
     with reg.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("select version_num from alembic_version").scalar() == "0001"
+        assert conn.exec_driver_sql("select version_num from alembic_version").scalar() == "0002"
     Registry.open(tmp_path).close()  # reopening is a no-op upgrade
     reg.close()
 
