@@ -822,13 +822,20 @@ def test_run_lock_held_by_someone_else(tmp_path: Path, model_dir: Path) -> None:
 
 class _Models(http.server.BaseHTTPRequestHandler):
     status = 200
+    body: bytes | None = None
+    """None: an OpenAI model list; b"": headers only, as mlx_lm.server sends when its HF hub cache
+    dir is missing (it fails scanning the cache after sending 200)."""
+    content_type = "application/json"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        body = json.dumps({"object": "list", "data": [{"id": "champion"}, {"id": "base"}]}).encode()
+        body = self.body
+        if body is None:
+            body = json.dumps({"object": "list", "data": [{"id": "champion"}, {"id": "base"}]}).encode()
         code = self.status if self.path == "/v1/models" else 404
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", self.content_type)
+        if body:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
@@ -864,6 +871,32 @@ def test_serving_error_status_warns(tmp_path: Path, model_dir: Path, server: tup
         f"GET {url}/v1/models answered HTTP 503; check the server's log and serving.url",
     )
     assert report.ok  # warn only
+
+
+def test_empty_models_body_points_at_the_hf_cache(
+    tmp_path: Path, model_dir: Path, server: tuple[str, type[_Models]]
+) -> None:
+    """Regression: an mlx-lm server without a hub cache dir looked like a wrong URL."""
+    url, handler = server
+    handler.body = b""
+    report = run_preflight(make_workspace(tmp_path, model_dir, serving={"url": url}))
+    assert only(report, "serving") == (
+        Level.WARN,
+        f"GET {url}/v1/models answered 200 with an empty body; mlx-lm's server answers this way when its "
+        "Hugging Face hub cache dir does not exist: create it or start the server with HF_HUB_CACHE set to "
+        "an existing directory",
+    )
+
+
+def test_a_page_that_is_not_a_model_list_is_a_wrong_url(
+    tmp_path: Path, model_dir: Path, server: tuple[str, type[_Models]]
+) -> None:
+    url, handler = server
+    handler.body, handler.content_type = b"<html><body>Welcome to nginx!</body></html>", "text/html"
+    level, message = only(run_preflight(make_workspace(tmp_path, model_dir, serving={"url": url})), "serving")
+    assert level is Level.WARN
+    assert message.startswith(f"GET {url}/v1/models answered '<html><body>Welcome to nginx!</body></html>'")
+    assert "not an OpenAI model list" in message and "HF_HUB_CACHE" not in message
 
 
 def test_serving_down_warns(tmp_path: Path, model_dir: Path, server: tuple[str, type[_Models]]) -> None:

@@ -1,13 +1,11 @@
 """Preflight reads what the night reads: the suite through the real loader, each judge called
-once, the schedule, the serving endpoint. Regressions of issue 14: preflight's own lenient
-suite parser passed 10 suite errors and a missing judge that failed only after training."""
+once, the schedule (the serving checks are in test_preflight.py). Regressions of issue 14:
+preflight's own lenient suite parser passed 10 suite errors and a missing judge that failed
+only after training."""
 
 from __future__ import annotations
 
-import http.server
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import yaml
 
 from daemon.config import Config, load_config
 from daemon.preflight import Level, PreflightReport, run_preflight
-from daemon.preflight.system import check_schedule, check_serving
+from daemon.preflight.system import check_schedule
 
 # Ten suite errors the evaluate stage's loader rejects; one line each in the result's details.
 BROKEN_SUITE = """\
@@ -184,58 +182,6 @@ def test_good_schedule_names_the_next_night(tmp_path: Path) -> None:
     assert result.level is Level.OK
     assert result.message.startswith("cron '30 2 * * *' in Europe/Berlin: next night ")
     assert result.message.endswith(" 02:30 CET") or result.message.endswith(" 02:30 CEST")
-
-
-# ---------------------------------------------------------------- serving
-
-
-class _Server(http.server.BaseHTTPRequestHandler):
-    body = b""
-    content_type = "application/json"
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        # mlx_lm.server sends its 200 headers, then fails scanning a missing HF hub cache: no body.
-        self.send_response(200)
-        self.send_header("Content-Type", self.content_type)
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[str, type[_Server]]]:
-    handler = type("Handler", (_Server,), {})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-def test_empty_models_body_points_at_the_hf_cache(tmp_path: Path, server: tuple[str, type[_Server]]) -> None:
-    """Regression: an mlx-lm server without a hub cache dir looked like a wrong URL."""
-    url, _ = server
-    ((result),) = check_serving(workspace(tmp_path, JUDGE_SUITE, serving={"url": url}))
-    assert result.level is Level.WARN
-    assert result.message == (
-        f"GET {url}/v1/models answered 200 with an empty body; mlx-lm's server answers this way when its "
-        "Hugging Face hub cache dir does not exist: create it or start the server with HF_HUB_CACHE set to "
-        "an existing directory"
-    )
-
-
-def test_a_page_that_is_not_a_model_list_is_a_wrong_url(tmp_path: Path, server: tuple[str, type[_Server]]) -> None:
-    url, handler = server
-    handler.body, handler.content_type = b"<html><body>Welcome to nginx!</body></html>", "text/html"
-    ((result),) = check_serving(workspace(tmp_path, JUDGE_SUITE, serving={"url": url}))
-    assert result.level is Level.WARN
-    assert result.message.startswith(f"GET {url}/v1/models answered '<html><body>Welcome to nginx!</body></html>'")
-    assert "not an OpenAI model list" in result.message and "HF_HUB_CACHE" not in result.message
 
 
 def test_evening_rehearsal_runs_the_same_checks(tmp_path: Path) -> None:
