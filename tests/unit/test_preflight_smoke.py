@@ -109,3 +109,19 @@ def test_a_night_that_fits_passes() -> None:
     (got,) = check_night_length(config(iters=10, timeout_s=3600), suite(), SMOKE)
     assert got.level is Level.OK
     assert got.message.startswith("training about 10 min (10 iterations x 50.00 s per step")
+
+
+def test_truncation_share_per_category() -> None:
+    """The eval rows' ``truncated`` flags as shares per category (loss rows and old rows left out)."""
+    from daemon.evaluate import Truncation, truncation
+
+    rows = [
+        {"category": "sentiment", "truncated": True},
+        {"category": "sentiment", "truncated": False},
+        {"category": "sentiment", "truncated": True},
+        {"category": "json", "truncated": False},
+        {"category": "facts", "truncated": None},  # a loss item: no reply
+    ]
+    got = truncation(rows)
+    assert got == {"sentiment": Truncation(2, 3), "json": Truncation(0, 1)}
+    assert got["sentiment"].share == 2 / 3
