@@ -77,8 +77,11 @@ class Notice:
 
     def payload(self, topic: str | None) -> dict[str, Any]:
         """The webhook's JSON body (Slack ``text``; ntfy ``topic``/``title``/``message``)."""
+        # Slack reads `text` as mrkdwn, where `<url|label>` is a link: escape &, < and > as its
+        # docs ask (https://api.slack.com/reference/surfaces/formatting#escaping).
+        slack = self.line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         body: dict[str, Any] = {
-            "text": self.line,
+            "text": slack,
             "title": f"nightshift run {self.run_id}: {self.outcome.replace('_', ' ')}",
             "message": self.line,
             "outcome": self.outcome,

@@ -71,10 +71,21 @@ def test_webhook_reaches_a_real_http_server(night: tuple, hook: _Hook) -> None:
     (got,) = hook.received
     assert got["path"] == "/hooks/night" and got["type"] == "application/json"
     body = got["body"]
-    assert body["text"] == body["message"]  # Slack reads text, ntfy reads message
+    assert body["text"] == body["message"].replace(">", "&gt;")  # Slack reads text (escaped), ntfy message
     assert body["topic"] == "nights" and body["outcome"] == "promoted" and body["run_id"] == rid
-    assert body["text"].startswith("nightshift run 1: promoted · composite 0.5000 -> 0.8500 (+0.3500) · PROMOTE")
-    assert body["text"].endswith(f"report: {report}")
+    assert body["message"].startswith("nightshift run 1: promoted · composite 0.5000 -> 0.8500 (+0.3500) · PROMOTE")
+    assert body["message"].endswith(f"report: {report}")
+
+
+def test_a_hostile_reason_cannot_make_a_slack_link(night: tuple, hook: _Hook) -> None:
+    """Issue 9 defect 10 for notifications: `<url|label>` in a failure reason stays text in Slack."""
+    cfg, reg = night
+    rid = make_night(cfg, reg, "failed_preflight", hostile=True)
+    reg.update_run(rid, failure_reason="judge: <javascript:alert(1)|click me> & more")
+    cfg = replace(cfg, notify=NotifyConfig(webhook_url=hook.url))
+    notify_run(cfg, reg, rid, None)
+    body = hook.received[0]["body"]
+    assert "&lt;javascript:alert(1)|click me&gt; &amp; more" in body["text"] and "<" not in body["text"]
 
 
 def test_every_outcome_is_sent(night: tuple, hook: _Hook) -> None:

@@ -225,3 +225,18 @@ def test_a_run_failed_on_an_invalid_config_renders_in_both_formats(night: tuple)
     assert "## Why it failed" in text and "## Training" not in text and "training.iters" in text
     page = render_html(gather_report(cfg, reg, run.id))
     assert "training.iters: must be an integer" in page and "<h2>Training</h2>" not in page
+
+
+def test_config_diff_and_dataset_change_since_the_previous_night(night: tuple) -> None:
+    from dataclasses import replace
+
+    cfg, reg, _ = night
+    make_night(cfg, reg, "promoted")
+    changed = replace(cfg, training=replace(cfg.training, iters=500, learning_rate=2e-5))
+    rid = make_night(changed, reg, "rejected")
+    reg.update_run(rid, dataset_sha256="cd" * 32, dataset_examples=150)
+    data = gather_report(changed, reg, rid)
+    assert data.config_diff == [("training.iters", "1000", "500"), ("training.learning_rate", "1e-05", "2e-05")]
+    text = render_report(changed, reg, rid)
+    assert "## Config changes since run 1" in text and "| training.iters | 1000 | 500 |" in text
+    assert "(changed since run 1: 120 -> 150 examples)" in text
