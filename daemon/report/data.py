@@ -364,6 +364,8 @@ def _headline(status: RunStatus, run_id: int, d: Decision | None, failure: str |
         return f"Still running ({status.value})."
     if status.value == "rolled_back":
         return "Rolled back: the server did not verifiably serve the challenger; the previous champion is back."
+    if status.value == "skipped":
+        return "Skipped after preflight: nothing was trained or promoted; the champion stays."
     return HEADLINES.get(status, status.value.replace("_", " ").capitalize() + ".").format(id=run_id)
 
 

@@ -107,12 +107,12 @@ def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_w
     # the same data and seed give an equal challenger: a tie never promotes
     assert run2.status == RunStatus.REJECTED.value
     assert os.readlink(state / "current") == "releases/run-0001"
-    # the HTML report of the second night: printed, with a trend of two nights and the figures
-    html = state / "reports" / "run-0002.html"
+    # the HTML report of the second trained night: printed, with a trend of two nights and the figures
+    html = state / "reports" / "run-0003.html"
     assert f"html report: {html}" in second.stdout
     page = html.read_text()
     assert "Trend (2 decided nights)" in page and page.count('src="data:image/svg+xml;base64,') == 3
-    assert 'href="run-0002.html"' in (state / "reports" / "index.html").read_text()
+    assert 'href="run-0003.html"' in (state / "reports" / "index.html").read_text()
 
 
 def test_bad_dataset_line_fails_run_and_harms_nothing(demo_workspace: Path) -> None:

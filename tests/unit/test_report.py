@@ -240,3 +240,16 @@ def test_config_diff_and_dataset_change_since_the_previous_night(night: tuple) -
     text = render_report(changed, reg, rid)
     assert "## Config changes since run 1" in text and "| training.iters | 1000 | 500 |" in text
     assert "(changed since run 1: 120 -> 150 examples)" in text
+
+
+def test_a_skipped_night_says_so_without_training_or_restart_advice(night: tuple) -> None:
+    from daemon.registry import RunStatus, Trigger
+
+    cfg, reg, _ = night
+    run = reg.create_run(trigger=Trigger.SCHEDULED, config_snapshot=cfg.to_dict(), config_path=None, profile=None)
+    reg.transition(run.id, RunStatus.PREFLIGHT)
+    reg.transition(run.id, RunStatus.SKIPPED, reason="nothing changed since run 1 trained the champion")
+    text = render_report(cfg, reg, run.id)
+    assert "**Skipped after preflight: nothing was trained or promoted; the champion stays.**" in text
+    assert "Reason: nothing changed since run 1" in text
+    assert "## Training" not in text and "restart it" not in text and "still running" not in text
