@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
+from daemon.deadline import parse_deadline
 from daemon.errors import ConfigError
 
 CONFIG_ENV = "NIGHTSHIFT_CONFIG"
@@ -81,6 +82,31 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """Data-parallel training through ``mlx.launch`` (mlx-lm's trainer averages gradients).
+
+    Off by default (``processes: 1`` and no ``hostfile``). ``hostfile`` is the
+    JSON list ``mlx.launch --hostfile`` reads (``mlx.distributed_config``
+    writes one); every host needs the same Python, model and dataset paths.
+    ``processes`` > 1 without a hostfile runs that many local processes
+    (``mlx.launch -n``), for tests and benchmarks. ``training.batch_size``
+    must be divisible by the number of processes (mlx-lm's sharding).
+    """
+
+    processes: int = field(default=1, metadata=_rng(1, 1024))
+    hostfile: Path | None = None
+    backend: Literal["ring", "mpi", "jaccl"] = "ring"
+    """``ring`` (TCP), ``mpi``, or ``jaccl`` (RDMA over Thunderbolt 5, macOS 26.2+)."""
+    share_model: bool = False
+    """Preflight copies a model missing on a host there with ``mlx_lm share`` instead of failing."""
+
+    @property
+    def enabled(self) -> bool:
+        """True when training runs under ``mlx.launch``."""
+        return self.hostfile is not None or self.processes > 1
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     """How the nightly LoRA adapter is trained (always on the base model)."""
 
@@ -105,7 +131,22 @@ class TrainingConfig:
     val_batches: int = field(default=25, metadata=_rng(-1, 1_000_000))
     """Validation batches per val-loss report (-1: the whole validation set)."""
     save_every: int = field(default=100, metadata=_rng(1, 10_000_000))
+    """Iterations between resume checkpoints (adapter, optimizer state, schedule position)."""
     timeout_s: float = field(default=6 * 3600.0, metadata=_rng(1, None))
+    max_grad_norm: float | None = field(default=None, metadata=_rng(0, None, lo_open=True))
+    """Clip the global gradient norm to this (``mlx.optimizers.clip_grad_norm``); null: no clipping."""
+    loss_spike_factor: float | None = field(default=None, metadata=_rng(1, None, lo_open=True))
+    """Abort when the training loss exceeds this multiple of its running median; null: off."""
+    loss_spike_reports: int = field(default=3, metadata=_rng(1, 1000))
+    """...for this many consecutive reports."""
+    early_stopping_patience: int | None = field(default=None, metadata=_rng(1, 1_000_000))
+    """Stop when the validation loss has not improved for this many evaluations; null: off."""
+    deadline: str | None = None
+    """Training ends in time for the rest of the night to finish by then: a local time
+    (``06:30``) or a duration from the run's start (``5h``, ``90m``, ``1h30m``, ``3600s``)."""
+    resume: bool = True
+    """Resume a run interrupted during training from its last checkpoint (same night, same job)."""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 @dataclass(frozen=True)
@@ -333,6 +374,16 @@ def _check_consistency(cfg: Config, where: str) -> None:
     if t.min_learning_rate > t.learning_rate:
         problems.append(
             f"training.min_learning_rate: must not exceed training.learning_rate ({t.learning_rate:g})"
+        )
+    if t.deadline is not None:
+        try:
+            parse_deadline(t.deadline)
+        except ValueError as exc:
+            problems.append(f"training.deadline: {exc}")
+    world = t.distributed.processes if t.distributed.hostfile is None else None
+    if world is not None and t.batch_size % world:
+        problems.append(
+            f"training.batch_size ({t.batch_size}) must be divisible by training.distributed.processes ({world})"
         )
     if problems:
         raise ConfigError(f"{where}: {len(problems)} problem(s)", problems)

@@ -49,7 +49,7 @@ from daemon.registry import Registry, RunStatus, Trigger
 from daemon.registry.models import Model, ModelKind
 from daemon.report import write_report
 from daemon.suite import load_suite
-from daemon.train import TrainProgress, train_challenger
+from daemon.train import TrainProgress, plan_training, train_challenger
 
 log = structlog.get_logger("nightshift")
 
@@ -277,13 +277,25 @@ class _Night:
                 throttle_s=2.0,
             )
 
-        return train_challenger(
+        plan = plan_training(self.cfg, self.registry, self.run_id, clock.now())
+        result = train_challenger(
             self.cfg,
             self.run_dir,
             on_metrics=lambda rows: None if self.registry.add_train_metrics(self.run_id, rows) else None,
             on_progress=on_progress,
             on_start=lambda pid: self.registry.update_run(self.run_id, log_path=str(self.run_dir / "train.log")),
+            plan=plan,
         )
+        self.registry.update_run(
+            self.run_id,
+            chosen_iteration=result.chosen_iteration,
+            chosen_val_loss=result.chosen_val_loss,
+            train_stop_reason=result.stop_reason,
+            resumed_from_run_id=result.resumed_from_run_id,
+            resumed_iterations=result.resumed_from_iteration or None,
+        )
+        log.info("trained", run_id=self.run_id, summary=result.summary())
+        return result
 
     def _base_sha256(self) -> str:
         return dir_sha256(self.cfg.paths.base_model, self.cfg.paths.state_dir, MODEL_FILE_PATTERNS)

@@ -4,20 +4,35 @@ Never trains on the previous champion's weights: stacking adapters on a
 fine-tune regressed 5.3% across categories for our users. The child streams
 JSON lines of metrics, which we copy into the registry as they arrive.
 Success requires exit 0 *and* the adapter files *and* the metrics.
+
+Before the child starts, :func:`plan_training` decides when training must
+stop (``training.deadline`` minus the time the last nights needed after
+training) and whether to resume a run of tonight that was interrupted during
+training (same job, a complete checkpoint). The adapter the child leaves is
+the best checkpoint (lowest validation loss), not the last iteration's.
+With ``training.distributed`` the child runs under ``mlx.launch``
+(:mod:`daemon.distributed`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.child import JsonLinesTail, read_result_file, run_worker
 from daemon.config import Config
+from daemon.deadline import deadline_at, parse_deadline, post_training_reserve_s
 from daemon.errors import TrainingFailed
-from daemon.worker.common import EXIT_NONFINITE
+from daemon.worker.common import CHECKPOINTS_DIR, EXIT_NONFINITE, LATEST_CHECKPOINT
+
+if TYPE_CHECKING:
+    from daemon.registry import Registry
 
 ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -49,7 +64,18 @@ class TrainProgress:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """A finished training: where the adapter is and its last losses."""
+    """A finished training: where the adapter is, its losses and how training ended.
+
+    Attributes:
+        chosen_iteration: the iteration whose adapter is the challenger (lowest validation loss).
+        chosen_val_loss: its validation loss (nats/token).
+        iterations_done: optimizer updates applied (below ``training.iters`` when stopped early).
+        stop_reason: ``completed``, ``deadline`` or ``early_stopping``.
+        stop_detail: one sentence on an early stop, else empty.
+        resumed_from_iteration: the checkpoint this run continued (0: started fresh).
+        resumed_from_run_id: the interrupted run it continued, or None.
+        world_size: training processes (1 unless ``training.distributed``).
+    """
 
     adapter_dir: Path
     final_train_loss: float | None
@@ -59,12 +85,77 @@ class TrainResult:
     mlx_version: str | None
     mlx_lm_version: str | None
     log_path: Path
+    chosen_iteration: int | None = None
+    chosen_val_loss: float | None = None
+    iterations_done: int | None = None
+    stop_reason: str = "completed"
+    stop_detail: str = ""
+    resumed_from_iteration: int = 0
+    resumed_from_run_id: int | None = None
+    world_size: int = 1
+
+    def summary(self) -> str:
+        """One line for logs and the report: chosen iteration, early stop, resume."""
+        parts = [f"challenger: best checkpoint at iteration {self.chosen_iteration} of {self.iterations_done}"]
+        if self.chosen_val_loss is not None:
+            parts[0] += f" (validation loss {self.chosen_val_loss:.4f})"
+        if self.stop_reason != "completed":
+            parts.append(f"stopped early ({self.stop_reason.replace('_', ' ')}): {self.stop_detail}")
+        if self.resumed_from_run_id is not None:
+            parts.append(f"resumed {self.resumed_from_iteration} iterations from run {self.resumed_from_run_id}")
+        return "; ".join(parts)
 
 
-def build_request(cfg: Config, run_dir: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TrainPlan:
+    """What the train stage decided before starting the child.
+
+    Attributes:
+        deadline: when the night must be over (``training.deadline``), or None.
+        reserve_s: seconds kept after training for evaluation and the rest (seconds).
+        stop_at_unix: when training must end (Unix seconds), or None.
+        resume_from: the checkpoint directory to continue, or None.
+        resumed_from_run_id: the interrupted run that wrote it.
+        resume_iteration: the iteration it holds.
+    """
+
+    deadline: datetime | None = None
+    reserve_s: float = 0.0
+    stop_at_unix: float | None = None
+    resume_from: Path | None = None
+    resumed_from_run_id: int | None = None
+    resume_iteration: int = 0
+
+
+#: Request keys that define the training job (a checkpoint resumes only the same job).
+_JOB_KEYS = (
+    "base_model", "train_file", "valid_file", "lora_parameters", "num_layers", "iters", "batch_size",
+    "grad_accumulation", "learning_rate", "lr_schedule", "warmup_steps", "min_learning_rate",
+    "max_seq_len_tokens", "seed", "mask_prompt", "optimizer", "weight_decay", "max_grad_norm",
+)
+
+RESUME_WINDOW_S = 18 * 3600.0
+"""A checkpoint older than this is another night's: it is not resumed (seconds)."""
+
+
+def job_fingerprint(request: dict[str, Any]) -> str:
+    """SHA-256 of the training job: the request's :data:`_JOB_KEYS`, the dataset files'
+    contents and the number of processes (a resumed run must continue the same job)."""
+    from daemon.fingerprint import file_sha256
+
+    job = {k: request.get(k) for k in _JOB_KEYS}
+    job["data"] = [file_sha256(Path(request[k])) for k in ("train_file", "valid_file") if Path(request[k]).is_file()]
+    job["world"] = request.get("world_size", 1)
+    return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_request(cfg: Config, run_dir: Path, plan: TrainPlan | None = None) -> dict[str, Any]:
     """The JSON request for ``daemon.worker.train`` (mlx-lm's names, resolved paths)."""
+    from daemon.distributed import world_size
+
+    plan = plan or TrainPlan()
     t = cfg.training
-    return {
+    request = {
         "base_model": str(cfg.paths.base_model),
         "train_file": str(cfg.paths.dataset / "train.jsonl"),
         "valid_file": str(cfg.paths.dataset / "valid.jsonl"),
@@ -95,7 +186,116 @@ def build_request(cfg: Config, run_dir: Path) -> dict[str, Any]:
         "steps_per_eval": t.steps_per_eval,
         "val_batches": t.val_batches,
         "save_every": t.save_every,
+        "checkpoint_dir": str(run_dir / CHECKPOINTS_DIR),
+        "max_grad_norm": t.max_grad_norm,
+        "loss_spike_factor": t.loss_spike_factor,
+        "loss_spike_reports": t.loss_spike_reports,
+        "early_stopping_patience": t.early_stopping_patience,
+        "stop_at_unix": plan.stop_at_unix,
+        "resume_from": str(plan.resume_from) if plan.resume_from else None,
+        "world_size": world_size(cfg),
     }
+    request["fingerprint"] = job_fingerprint(request)
+    return request
+
+
+def plan_training(cfg: Config, registry: Registry, run_id: int, now: datetime) -> TrainPlan:
+    """Decide tonight's stop time and whether to resume an interrupted run.
+
+    Args:
+        registry: the last nights' stage durations and runs.
+        run_id: this run (it is not a candidate to resume).
+        now: aware current time (the deadline's clock time is read in its zone).
+
+    Raises:
+        TrainingFailed: the deadline leaves no time to train.
+    """
+    plan = TrainPlan()
+    t = cfg.training
+    if t.deadline is not None:
+        local_now = now.astimezone(_schedule_zone(cfg))
+        deadline = deadline_at(parse_deadline(t.deadline), local_now)
+        left_s = (deadline - local_now).total_seconds()
+        reserve = post_training_reserve_s(recent_post_training_s(registry, run_id), left_s)
+        stop_at = now.timestamp() + left_s - reserve
+        if stop_at <= now.timestamp():
+            raise TrainingFailed(
+                f"training.deadline {t.deadline} ({deadline:%Y-%m-%d %H:%M}) leaves no time to train: the last nights "
+                f"needed about {reserve:.0f} s after training. Move the deadline or the schedule."
+            )
+        plan = TrainPlan(deadline=deadline, reserve_s=reserve, stop_at_unix=stop_at)
+    if t.resume:
+        found = find_resume_point(cfg, registry, run_id, now)
+        if found is not None:
+            path, prev_run, iteration = found
+            plan = TrainPlan(
+                deadline=plan.deadline,
+                reserve_s=plan.reserve_s,
+                stop_at_unix=plan.stop_at_unix,
+                resume_from=path,
+                resumed_from_run_id=prev_run,
+                resume_iteration=iteration,
+            )
+    return plan
+
+
+def _schedule_zone(cfg: Config) -> Any:
+    if cfg.schedule.timezone:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(cfg.schedule.timezone)
+    return datetime.now().astimezone().tzinfo
+
+
+def recent_post_training_s(registry: Registry, run_id: int, nights: int = 3) -> list[float]:
+    """Wall seconds of the stages after training (evaluating, deciding, ...) of the last
+    ``nights`` runs that finished evaluating, newest first."""
+    out: list[float] = []
+    for run in registry.runs(limit=50):
+        if run.id == run_id:
+            continue
+        stages = registry.stages(run.id)
+        after = [st for st in stages if st.stage not in ("preflight", "training")]
+        if any(st.stage == "evaluating" and st.outcome == "ok" for st in after):
+            out.append(sum(st.duration_s or 0.0 for st in after))
+        if len(out) >= nights:
+            break
+    return out
+
+
+def find_resume_point(cfg: Config, registry: Registry, run_id: int, now: datetime) -> tuple[Path, int, int] | None:
+    """The checkpoint of the previous run when tonight can continue it, else None.
+
+    Resumable: the run just before this one was ``interrupted`` (a shutdown, a
+    crash, a reboot) while training, within :data:`RESUME_WINDOW_S`, and its
+    latest complete checkpoint was written for the same job (same
+    :func:`job_fingerprint`: model, data, hyperparameters, processes).
+
+    Returns:
+        ``(checkpoint_dir, run_id, iteration)``.
+    """
+    from daemon.registry import RunStatus
+
+    previous = [r for r in registry.runs(limit=5) if r.id < run_id]
+    if not previous:
+        return None
+    prev = previous[0]
+    if prev.status != RunStatus.INTERRUPTED.value or not prev.run_dir:
+        return None
+    stages = registry.stages(prev.id)
+    if not stages or stages[-1].stage != "training":
+        return None
+    started = prev.started_at or prev.created_at
+    if (now - started).total_seconds() > RESUME_WINDOW_S:
+        return None
+    ckpt_dir = Path(prev.run_dir) / CHECKPOINTS_DIR
+    latest = read_result_file(ckpt_dir / LATEST_CHECKPOINT)
+    if not latest.get("dir") or not (ckpt_dir / latest["dir"]).is_dir():
+        return None
+    probe = build_request(cfg, Path(prev.run_dir))
+    if latest.get("fingerprint") != probe["fingerprint"]:
+        return None
+    return ckpt_dir / latest["dir"], prev.id, int(latest["iteration"])
 
 
 def metric_row(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -127,11 +327,13 @@ def train_challenger(
     on_metrics: Callable[[list[dict[str, Any]]], None],
     on_progress: Callable[[TrainProgress], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    plan: TrainPlan | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on ``cfg.paths.base_model`` in a child process.
 
     Args:
         run_dir: the run's directory; the adapter goes to ``run_dir/adapter``.
+        plan: the stop time and resume point (:func:`plan_training`); none: train from scratch.
         on_metrics: receives registry rows (see :func:`metric_row`) as they arrive.
         on_progress: receives the live progress after each poll.
         on_start: receives the child's pid.
@@ -144,8 +346,11 @@ def train_challenger(
             missing adapter/metrics; the message names the log file.
         Interrupted: shutdown was requested (the child was stopped).
     """
+    from daemon.distributed import launch_request
+
+    plan = plan or TrainPlan()
     run_dir.mkdir(parents=True, exist_ok=True)
-    request = build_request(cfg, run_dir)
+    request = build_request(cfg, run_dir, plan)
     tail = JsonLinesTail(run_dir / METRICS_FILE)
     progress = TrainProgress(total=cfg.training.iters)
     seen_train = False
@@ -174,9 +379,12 @@ def train_challenger(
         if on_progress is not None:
             on_progress(progress)
 
+    module, child_request = "daemon.worker.train", request
+    if cfg.training.distributed.enabled:
+        module, child_request = "daemon.worker.launch", launch_request(cfg, request)
     result = run_worker(
-        "daemon.worker.train",
-        request,
+        module,
+        child_request,
         work_dir=run_dir,
         name="train",
         timeout_s=cfg.training.timeout_s,
@@ -186,11 +394,11 @@ def train_challenger(
     )
     child_result = read_result_file(run_dir / "train_result.json")
     log = result.log_path
-    if result.returncode == EXIT_NONFINITE:
+    if result.returncode == EXIT_NONFINITE or child_result.get("kind") == "nonfinite":
         raise TrainingFailed(
             f"Training aborted: {child_result.get('reason', 'non-finite loss')}. log: {log}"
         )
-    if result.returncode != 0:
+    if result.returncode != 0 or child_result.get("ok") is False:
         reason = child_result.get("reason")
         detail = f": {reason}" if reason else ""
         raise TrainingFailed(f"Training {result.describe()}{detail}. log: {log}")
@@ -216,4 +424,12 @@ def train_challenger(
         mlx_version=child_result.get("mlx_version"),
         mlx_lm_version=child_result.get("mlx_lm_version"),
         log_path=log,
+        chosen_iteration=child_result.get("best_iteration"),
+        chosen_val_loss=child_result.get("best_val_loss"),
+        iterations_done=child_result.get("iterations_done"),
+        stop_reason=child_result.get("stop_reason", "completed"),
+        stop_detail=child_result.get("stop_detail", ""),
+        resumed_from_iteration=int(child_result.get("resumed_from_iteration") or 0),
+        resumed_from_run_id=plan.resumed_from_run_id,
+        world_size=int(child_result.get("world_size") or 1),
     )

@@ -148,6 +148,15 @@ class Run(Base):
     """JSON of the gate's Decision (every number and reason)."""
     progress: Mapped[str | None] = mapped_column(Text)
     """JSON of the live progress (stage, iteration/total, loss, ETA) for ``status``."""
+    chosen_iteration: Mapped[int | None] = mapped_column(Integer)
+    """The iteration whose adapter became the challenger (lowest validation loss; mark it on the loss curve)."""
+    chosen_val_loss: Mapped[float | None] = mapped_column(Float)
+    train_stop_reason: Mapped[str | None] = mapped_column(String(32))
+    """``completed``, ``deadline`` or ``early_stopping``."""
+    resumed_from_run_id: Mapped[int | None] = mapped_column(Integer)
+    """The interrupted run whose checkpoint this run continued (no FK: same table)."""
+    resumed_iterations: Mapped[int | None] = mapped_column(Integer)
+    """Iterations taken over from that checkpoint instead of trained again."""
 
 
 class RunStage(Base):

@@ -272,6 +272,9 @@ def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[An
         out["best checkpoint"] = f"iteration {chosen}" + (f" (validation loss {val:.3f})" if val is not None else "") + (
             f"; training stopped: {why}" if why else ""
         )
+        resumed_from = getattr(run, "resumed_from_run_id", None)
+        if resumed_from is not None:
+            out["best checkpoint"] += f"; resumed {getattr(run, 'resumed_iterations', 0)} iterations from run {resumed_from}"
     shares = []
     for role in ("champion", "challenger"):
         per_category = truncation(rows_by_role.get(role, []))

@@ -16,21 +16,30 @@ EXIT_BAD_REQUEST = 2
 EXIT_NONFINITE = 3
 EXIT_ORPHANED = 4
 
+CHECKPOINTS_DIR = "checkpoints"
+"""Under a run's directory: the best adapter so far and the resume checkpoints."""
+LATEST_CHECKPOINT = "latest.json"
+"""In :data:`CHECKPOINTS_DIR`: the newest complete resume checkpoint (its dir, iteration, fingerprint)."""
+BEST_ADAPTER = "best_adapters.safetensors"
+"""In :data:`CHECKPOINTS_DIR`: the adapter with the lowest validation loss so far."""
+
 PARENT_PID_ENV = "NIGHTSHIFT_PARENT_PID"
 PARENT_POLL_S = 1.0
 """How often a child checks that its parent is alive (seconds)."""
 
 
-def watch_parent(poll_s: float = PARENT_POLL_S) -> None:
+def watch_parent(poll_s: float = PARENT_POLL_S, *, ignore_env: bool = False) -> None:
     """Exit this process when the parent that started it dies.
 
     ``kill -9`` of the daemon must not leave a trainer holding tens of GB: a
     daemon thread polls ``os.getppid()`` and hard-exits once it changes
     (re-parented to init/launchd). The parent passes its pid in
     ``$NIGHTSHIFT_PARENT_PID``: a parent killed before this thread starts
-    (the child already re-parented) is caught too.
+    (the child already re-parented) is caught too. A rank started by
+    ``mlx.launch`` passes ``ignore_env=True``: its parent is the launcher,
+    which watches the daemon itself (:mod:`daemon.worker.launch`).
     """
-    expected = os.environ.get(PARENT_PID_ENV)
+    expected = None if ignore_env else os.environ.get(PARENT_PID_ENV)
     parent = int(expected) if expected else os.getppid()
     if os.getppid() != parent:
         os._exit(EXIT_ORPHANED)
