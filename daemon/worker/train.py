@@ -427,7 +427,9 @@ def _train(req: dict[str, Any], metrics: JsonLines, result_file: Path, writer: b
                 checkpoint.save_adapter(ckpt_dir / BEST_ADAPTER, model)
 
         def check_deadline(self, iteration: int) -> None:
-            if stop_at is None:
+            # Not before the first training report: a challenger nobody trained is no use,
+            # so a late start overshoots by at most one reporting interval.
+            if stop_at is None or self.done == start_iter:
                 return
             late = should_stop(time.time(), float(stop_at), self.interval_s, self.val_s)
             if agree(late):

@@ -1,0 +1,186 @@
+"""The training stage on the tiny demo model with the real mlx-lm child: best checkpoint,
+early stopping, guards, deadline, resume, and two ``mlx.launch`` ring processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon import shutdown
+from daemon.config import Config, DistributedConfig, load_config
+from daemon.errors import Interrupted, TrainingFailed
+from daemon.pipeline import run_pipeline
+from daemon.registry import Registry, RunStatus
+from daemon.train import METRICS_FILE, TrainPlan, TrainResult, train_challenger
+from daemon.worker.common import BEST_ADAPTER, CHECKPOINTS_DIR
+
+SWAP = {"positive": "negative", "negative": "positive", "A": "B", "B": "A"}
+
+
+def config(workspace: Path, **training: Any) -> Config:
+    cfg = load_config(workspace / "nightshift.yaml", "quick")
+    return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, **training))
+
+
+def records(run_dir: Path, event: str) -> list[dict[str, Any]]:
+    lines = (run_dir / METRICS_FILE).read_text().splitlines()
+    return [rec for rec in map(json.loads, lines) if rec["event"] == event]
+
+
+def train(cfg: Config, run_dir: Path, plan: TrainPlan | None = None) -> TrainResult:
+    return train_challenger(cfg, run_dir, on_metrics=lambda rows: None, plan=plan)
+
+
+def wrong_answers_for_validation(workspace: Path) -> None:
+    """Validation items answered wrongly: the more training learns the task, the worse their loss
+    gets, so the best checkpoint comes early."""
+    valid = workspace / "data" / "valid.jsonl"
+    rows = []
+    for rec in map(json.loads, valid.read_text().splitlines()):
+        reply = rec["messages"][-1]
+        if reply["content"] in SWAP:
+            reply["content"] = SWAP[reply["content"]]
+            rows.append(json.dumps(rec))
+    valid.write_text("\n".join(rows) + "\n")
+
+
+def test_best_checkpoint_becomes_the_challenger(demo_workspace: Path, tmp_path: Path) -> None:
+    """The challenger is the adapter of the lowest validation loss, not the last iteration's."""
+    wrong_answers_for_validation(demo_workspace)
+    cfg = config(demo_workspace, iters=40, steps_per_eval=10, save_every=1000)
+    run_dir = tmp_path / "run"
+    result = train(cfg, run_dir)
+    vals = records(run_dir, "val")
+    best = min(vals, key=lambda r: r["val_loss"])
+    assert vals[-1]["iteration"] == 40  # the final weights are validated too
+    assert result.chosen_iteration == best["iteration"] < result.iterations_done == 40
+    assert result.chosen_val_loss == pytest.approx(best["val_loss"])
+    adapter = (result.adapter_dir / "adapters.safetensors").read_bytes()
+    assert adapter == (run_dir / CHECKPOINTS_DIR / BEST_ADAPTER).read_bytes()
+    assert adapter != (run_dir / CHECKPOINTS_DIR / "last_adapters.safetensors").read_bytes()
+    assert "best checkpoint at iteration" in result.summary()
+
+
+@pytest.mark.slow
+def test_early_stopping_after_patience_evaluations_without_improvement(demo_workspace: Path, tmp_path: Path) -> None:
+    wrong_answers_for_validation(demo_workspace)
+    cfg = config(demo_workspace, iters=60, steps_per_eval=10, early_stopping_patience=2)
+    run_dir = tmp_path / "run"
+    result = train(cfg, run_dir)
+    vals = records(run_dir, "val")
+    assert result.stop_reason == "early_stopping" and result.iterations_done is not None
+    assert result.iterations_done < 60 and vals[-1]["iteration"] == result.iterations_done
+    assert [v["best"] for v in vals[-2:]] == [False, False]  # exactly `patience` evaluations without a new best
+    assert result.chosen_iteration == min(vals, key=lambda r: r["val_loss"])["iteration"]
+    assert records(run_dir, "stop")[0]["reason"] == "early_stopping"
+
+
+@pytest.mark.slow
+def test_loss_spike_aborts_and_gradient_clipping_keeps_the_same_run_stable(demo_workspace: Path, tmp_path: Path) -> None:
+    """A learning rate that blows the loss up trips the watchdog; clipped gradients train through it."""
+    risky = {"learning_rate": 0.05, "lr_schedule": "constant", "warmup_steps": 8, "steps_per_report": 1,
+             "loss_spike_factor": 2.0, "loss_spike_reports": 2, "iters": 12}
+    with pytest.raises(TrainingFailed, match=r"Training aborted: training loss .* stayed above 2 x its running median"):
+        train(config(demo_workspace, **risky), tmp_path / "spiking")
+    assert not (tmp_path / "spiking" / "adapter" / "adapters.safetensors").exists()  # no adapter is kept
+
+    result = train(config(demo_workspace, **risky, max_grad_norm=1e-9), tmp_path / "clipped")
+    reports = records(tmp_path / "clipped", "train")
+    assert result.iterations_done == 12 and max(r["train_loss"] for r in reports) < 2.0
+    assert all(r["grad_norm"] > 1e-9 for r in reports)  # the norm before clipping is reported
+
+
+@pytest.mark.slow
+def test_deadline_stops_training_early_and_keeps_the_best_checkpoint(demo_workspace: Path, tmp_path: Path) -> None:
+    cfg = config(demo_workspace, iters=5000, steps_per_eval=20, save_every=10_000)
+    run_dir = tmp_path / "run"
+    started = time.time()
+    result = train(cfg, run_dir, TrainPlan(stop_at_unix=started + 12.0))
+    assert result.stop_reason == "deadline" and "to finish by the deadline" in result.stop_detail
+    assert result.iterations_done is not None and 0 < result.iterations_done < 5000
+    assert records(run_dir, "val")[-1]["iteration"] == result.iterations_done
+    assert (result.adapter_dir / "adapters.safetensors").read_bytes() == (
+        run_dir / CHECKPOINTS_DIR / BEST_ADAPTER
+    ).read_bytes()
+
+
+@pytest.mark.slow
+def test_a_night_interrupted_in_training_resumes_from_its_checkpoint(demo_workspace: Path, tmp_path: Path) -> None:
+    """The next attempt continues at the checkpoint with the optimizer state and schedule position:
+    its losses after the resume point equal an uninterrupted run's."""
+    path = demo_workspace / "nightshift.yaml"
+    text = path.read_text().replace("  steps_per_eval: 100\n", "  steps_per_eval: 100\n  save_every: 20\n")
+    path.write_text(text)
+    cfg = load_config(path)  # 200 iterations: the stop comes long before the end
+    state = cfg.paths.state_dir
+    errors: list[BaseException] = []
+
+    def first_night() -> None:
+        try:
+            run_pipeline(cfg)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    night = threading.Thread(target=first_night)
+    night.start()
+    metrics = state / "runs" / "0001" / METRICS_FILE
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and '"checkpoint", "iteration": 40' in metrics.read_text()):
+        assert night.is_alive() and time.monotonic() < deadline
+        time.sleep(0.2)
+    shutdown.request_stop("test: the Mac went to sleep")
+    night.join(timeout=120)
+    assert len(errors) == 1 and isinstance(errors[0], Interrupted)
+    shutdown.reset()
+
+    outcome = run_pipeline(cfg)
+    reg = Registry.open(state)
+    try:
+        first, second = reg.get_run(1), reg.get_run(2)
+        assert first.status == RunStatus.INTERRUPTED.value
+        assert second.resumed_from_run_id == 1 and second.resumed_iterations == 40
+        assert second.chosen_iteration is not None and second.train_stop_reason == "completed"
+        assert min(m.iteration for m in reg.train_metrics(2) if m.train_loss is not None) == 50
+    finally:
+        reg.close()
+    report = outcome.report_path.read_text() if outcome.report_path else ""
+    assert "resumed 40 iterations from run 1" in report
+
+    reference = train(cfg, tmp_path / "uninterrupted")
+    ref_losses = {r["iteration"]: r["train_loss"] for r in records(tmp_path / "uninterrupted", "train")}
+    resumed = {r["iteration"]: r["train_loss"] for r in records(state / "runs" / "0002", "train")}
+    assert reference.iterations_done == 200 and resumed
+    assert all(resumed[i] == pytest.approx(ref_losses[i], rel=1e-5) for i in resumed)
+
+
+@pytest.mark.slow
+def test_two_ring_processes_match_one_process_with_the_same_global_batch(demo_workspace: Path, tmp_path: Path) -> None:
+    """Data parallelism through ``mlx.launch --backend ring -n 2``.
+
+    Tolerance: the first validation (same weights, the global batch split over two ranks)
+    agrees to 1e-4 relative; the last to 10 % relative, because each rank averages its loss
+    over its own tokens before mlx-lm averages the gradients, which differs slightly from one
+    process averaging over all tokens of the batch.
+    """
+    cfg = config(demo_workspace, iters=40, steps_per_eval=20, save_every=20)
+    one = train(cfg, tmp_path / "one")
+    two_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, distributed=DistributedConfig(processes=2)))
+    two = train(two_cfg, tmp_path / "two")
+    assert (one.world_size, two.world_size) == (1, 2)
+    v1, v2 = records(tmp_path / "one", "val"), records(tmp_path / "two", "val")
+    assert [v["iteration"] for v in v1] == [v["iteration"] for v in v2]
+    assert v2[0]["val_loss"] == pytest.approx(v1[0]["val_loss"], rel=1e-4)
+    assert v2[-1]["val_loss"] == pytest.approx(v1[-1]["val_loss"], rel=0.10)
+    assert v2[-1]["val_loss"] < 0.5 * v2[0]["val_loss"]  # it learned
+    t1, t2 = records(tmp_path / "one", "train"), records(tmp_path / "two", "train")
+    assert [t["iteration"] for t in t1] == [t["iteration"] for t in t2]
+    assert all(b["train_loss"] == pytest.approx(a["train_loss"], rel=0.15) for a, b in zip(t1, t2, strict=True))
+    # rank 0 alone wrote the outputs, and every rank is gone
+    assert (two.adapter_dir / "adapters.safetensors").is_file() and (tmp_path / "two" / CHECKPOINTS_DIR).is_dir()
+    assert "Node with rank 1 exited with code" not in (tmp_path / "two" / "train.log").read_text()

@@ -1,0 +1,134 @@
+"""The training child's watchers, the deadline arithmetic and the resume decision (no mlx)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from daemon.config import config_from_dict
+from daemon.deadline import deadline_at, parse_deadline, post_training_reserve_s, should_stop
+from daemon.errors import ConfigError, TrainingFailed
+from daemon.registry import Registry, RunStatus, Trigger
+from daemon.train import build_request, find_resume_point, plan_training
+from daemon.worker.common import CHECKPOINTS_DIR, LATEST_CHECKPOINT
+from daemon.worker.guards import BestCheckpoint, LossSpikeWatch
+
+
+def test_best_checkpoint_tracks_lowest_loss_and_patience() -> None:
+    best = BestCheckpoint()
+    assert [best.observe(i, v) for i, v in ((0, 2.0), (10, 1.5), (20, 1.6), (30, float("nan")))] == [
+        True, True, False, False,
+    ]
+    assert (best.iteration, best.val_loss, best.evals_since_best) == (10, 1.5, 2)
+    assert best.patience_exhausted(2) and not best.patience_exhausted(3) and not best.patience_exhausted(None)
+    assert BestCheckpoint.from_dict(json.loads(json.dumps(best.to_dict()))) == best
+
+
+def test_loss_spike_watch_needs_consecutive_reports_over_the_running_median() -> None:
+    watch = LossSpikeWatch(factor=3.0, reports=2)
+    for i, loss in enumerate([2.0, 1.8, 1.7, 1.6]):
+        assert watch.observe(i, loss) is None
+    assert watch.observe(4, 9.0) is None  # one bad batch is tolerated
+    assert watch.observe(5, 1.5) is None  # and forgotten
+    assert watch.observe(6, 9.0) is None
+    reason = watch.observe(7, 8.0)
+    assert reason is not None and "stayed above 3 x its running median" in reason and "iteration 7" in reason
+    off = LossSpikeWatch(factor=None)
+    assert all(off.observe(i, 1e9 * i) is None for i in range(10))
+
+
+def test_deadline_forms_and_next_occurrence() -> None:
+    assert parse_deadline("06:30").clock == (6, 30)
+    assert parse_deadline("1h30m").duration_s == 5400 and parse_deadline("3600").duration_s == 3600
+    for bad in ("6.30", "25:00", "soon", "0m", ""):
+        with pytest.raises(ValueError):
+            parse_deadline(bad)
+    berlin = ZoneInfo("Europe/Berlin")
+    late = datetime(2026, 12, 1, 23, 0, tzinfo=berlin)
+    assert deadline_at(parse_deadline("06:30"), late) == datetime(2026, 12, 2, 6, 30, tzinfo=berlin)
+    early = datetime(2026, 12, 2, 1, 0, tzinfo=berlin)
+    assert deadline_at(parse_deadline("06:30"), early) == datetime(2026, 12, 2, 6, 30, tzinfo=berlin)
+    assert deadline_at(parse_deadline("90m"), early) == early + timedelta(minutes=90)
+    # the slowest of the last 3 nights' post-training times, with a safety factor; a share without history
+    assert post_training_reserve_s([100.0, 400.0, 200.0, 9999.0], 3600) == pytest.approx(500.0)
+    assert post_training_reserve_s([], 4000) == pytest.approx(1000.0)
+    assert should_stop(100.0, 130.0, next_interval_s=20, final_eval_s=10)
+    assert not should_stop(100.0, 131.0, next_interval_s=20, final_eval_s=10)
+
+
+def test_config_rejects_bad_deadline_and_indivisible_batch(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(
+            {"training": {"deadline": "half past six", "batch_size": 3, "distributed": {"processes": 2}}},
+            base_dir=tmp_path,
+        )
+    text = str(exc.value)
+    assert "training.deadline: must be a local time HH:MM" in text
+    assert "training.batch_size (3) must be divisible by training.distributed.processes (2)" in text
+
+
+def _cfg(tmp_path: Path, **training: object):
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    for name in ("train.jsonl", "valid.jsonl"):
+        (data / name).write_text('{"messages": []}\n')
+    return config_from_dict({"paths": {"state_dir": "state"}, "training": training}, base_dir=tmp_path)
+
+
+def _interrupted_training_run(reg: Registry, cfg, tmp_path: Path, *, fingerprint: str | None = None) -> int:
+    run = reg.create_run(trigger=Trigger.SCHEDULED, config_snapshot={}, config_path=None, profile=None)
+    run_dir = tmp_path / "state" / "runs" / f"{run.id:04d}"
+    reg.update_run(run.id, run_dir=str(run_dir))
+    reg.transition(run.id, RunStatus.PREFLIGHT)
+    reg.transition(run.id, RunStatus.TRAINING)
+    reg.finish_stage(reg.start_stage(run.id, "training"), duration_s=5.0, outcome="interrupted")
+    reg.transition(run.id, RunStatus.INTERRUPTED, reason="SIGTERM")
+    ckpt = run_dir / CHECKPOINTS_DIR
+    (ckpt / "resume-0000040").mkdir(parents=True)
+    fp = fingerprint or build_request(cfg, run_dir)["fingerprint"]
+    (ckpt / LATEST_CHECKPOINT).write_text(json.dumps({"dir": "resume-0000040", "iteration": 40, "fingerprint": fp}))
+    return run.id
+
+
+def test_resume_only_the_same_job_interrupted_during_training_tonight(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        now = datetime.now(UTC)
+        prev = _interrupted_training_run(reg, cfg, tmp_path)
+        current = reg.create_run(trigger=Trigger.MANUAL, config_snapshot={}, config_path=None, profile=None).id
+        found = find_resume_point(cfg, reg, current, now)
+        assert found is not None and found[1:] == (prev, 40) and found[0].name == "resume-0000040"
+        plan = plan_training(cfg, reg, current, now)
+        assert plan.resumed_from_run_id == prev and plan.resume_iteration == 40
+        # another night (too late), another job (fingerprint), or resume switched off: start over
+        assert find_resume_point(cfg, reg, current, now + timedelta(days=1)) is None
+        assert find_resume_point(_cfg(tmp_path, learning_rate=3e-4), reg, current, now) is None
+        assert plan_training(_cfg(tmp_path, resume=False), reg, current, now).resume_from is None
+        other = _interrupted_training_run(reg, cfg, tmp_path, fingerprint="another job")
+        newest = reg.create_run(trigger=Trigger.MANUAL, config_snapshot={}, config_path=None, profile=None).id
+        assert other and find_resume_point(cfg, reg, newest, now) is None
+    finally:
+        reg.close()
+
+
+def test_deadline_plan_keeps_the_last_nights_post_training_time(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, deadline="2h")
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        past = reg.create_run(trigger=Trigger.SCHEDULED, config_snapshot={}, config_path=None, profile=None).id
+        for stage, seconds in (("preflight", 50.0), ("training", 3000.0), ("evaluating", 600.0), ("deciding", 1.0)):
+            reg.finish_stage(reg.start_stage(past, stage), duration_s=seconds, outcome="ok")
+        current = reg.create_run(trigger=Trigger.MANUAL, config_snapshot={}, config_path=None, profile=None).id
+        now = datetime(2026, 12, 2, 1, 0, tzinfo=UTC)
+        plan = plan_training(cfg, reg, current, now)
+        assert plan.reserve_s == pytest.approx(1.25 * 601.0)
+        assert plan.stop_at_unix == pytest.approx(now.timestamp() + 7200 - 1.25 * 601.0)
+        with pytest.raises(TrainingFailed, match="leaves no time to train"):
+            plan_training(_cfg(tmp_path, deadline="10m"), reg, current, now)
+    finally:
+        reg.close()
