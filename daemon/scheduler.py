@@ -51,6 +51,8 @@ log = structlog.get_logger("nightshift.scheduler")
 MIN_GRACE_S = 60.0
 #: The reason recorded on runs found active from a process that is gone.
 ABANDONED_REASON = "the nightshift process running it ended (crash, kill -9 or power loss)"
+RETRY_SUFFIX = "/retry"
+"""Night key of the one retry of an interrupted night (it resumes training from its checkpoint)."""
 #: APScheduler worker threads: nightly and rehearsal jobs; :meth:`Daemon.tick`
 #: serialises the actual work, the second thread only lets a busy check return at once.
 JOB_THREADS = 2
@@ -388,21 +390,38 @@ class Daemon:
         return marked
 
     def due(self, now: datetime) -> str | None:
-        """The night key due at ``now`` that has no run yet, or None."""
-        return due_night(
+        """The night key due at ``now`` that has no run yet, or None.
+
+        A night whose run was ``interrupted`` (shutdown, crash, power loss) is
+        due once more, as ``<key>/retry``, while still inside the catch-up
+        window: the train stage resumes it from its last checkpoint
+        (:func:`daemon.train.plan_training`). A failed night is not retried.
+        """
+        key = due_night(
             now,
             self.schedule.nightly,
             self.schedule.tz,
             self.schedule.grace_s,
             lambda key: self.registry.night_run(key) is not None,
         )
+        if key is not None:
+            return key
+        fire = latest_fire_time(self.schedule.nightly, now, timedelta(seconds=self.schedule.grace_s))
+        if fire is None:
+            return None
+        key = night_key(fire, self.schedule.tz)
+        first = self.registry.night_run(key)
+        if getattr(first, "status", None) != "interrupted":
+            return None
+        retry = key + RETRY_SUFFIX
+        return retry if self.registry.night_run(retry) is None else None
 
     def tick(self, now: datetime) -> str | None:
         """Run tonight's pipeline if it is due at ``now`` and nothing else is running here.
 
         The run lock held by another process (a manual run) is logged and the
-        night is retried on the next tick; a failed or interrupted night keeps
-        its key and is not retried.
+        night is retried on the next tick; a failed night keeps its key and is
+        not retried, an interrupted one is retried once (see :meth:`due`).
 
         Returns:
             The night key attempted, or None when nothing was due or this

@@ -129,6 +129,8 @@ def run_preflight(cfg: Config, *, smoke: bool = False, holding_lock: bool = Fals
     run("resources.lock", lambda: system.check_lock(cfg.paths.state_dir, holding_lock))
     run("schedule", lambda: system.check_schedule(cfg))
     run("serving", lambda: system.check_serving(cfg))
+    if cfg.training.distributed.enabled:
+        run("distributed", lambda: _check_distributed(cfg))
     if smoke:
         blockers = [r.name for r in results if r.level is Level.FAIL and r.name.startswith(SMOKE_PREREQUISITES)]
         if blockers:
@@ -151,3 +153,16 @@ def run_preflight(cfg: Config, *, smoke: bool = False, holding_lock: bool = Fals
 
             run("smoke", _smoke)
     return PreflightReport(results, raw_smoke, time.monotonic() - started)
+
+
+def _check_distributed(cfg: Config) -> list[CheckResult]:
+    """``training.distributed``: every host reachable with the same paths (:func:`daemon.distributed.check_hosts`)."""
+    from daemon.distributed import check_hosts, world_size
+
+    problems = check_hosts(cfg)
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        return [CheckResult("distributed.hosts", Level.FAIL, problems[0] + more, 0.0, tuple(problems))]
+    d = cfg.training.distributed
+    where = f"hosts of {d.hostfile}" if d.hostfile else "local processes"
+    return [CheckResult("distributed.hosts", Level.OK, f"{world_size(cfg)} {where} ({d.backend}) ready", 0.0)]

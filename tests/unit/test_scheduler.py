@@ -339,6 +339,26 @@ def test_tick_survives_a_failed_or_interrupted_night_and_does_not_retry_it(tmp_p
     assert len(pipeline.calls) == 1
 
 
+@dataclass
+class RunRow:
+    id: int
+    status: str
+
+
+def test_an_interrupted_night_is_retried_once_inside_the_window(tmp_path: Path) -> None:
+    """A night killed mid-training (power loss, shutdown) gets one more attempt, which resumes it."""
+    daemon, registry, pipeline = make_daemon(tmp_path)
+    key = "2026-11-21T01:00+01:00"
+    registry.nights[key] = RunRow(1, "interrupted")  # type: ignore[assignment]
+    assert daemon.tick(at(BERLIN, 2026, 11, 21, 2, 0)) == key + "/retry"
+    assert daemon.tick(at(BERLIN, 2026, 11, 21, 2, 5)) is None  # once
+    assert [k for _, k in pipeline.calls] == [key + "/retry"]
+    registry.nights = {key: RunRow(1, "failed")}  # type: ignore[dict-item]
+    assert daemon.due(at(BERLIN, 2026, 11, 21, 2, 10)) is None
+    registry.nights = {key: RunRow(1, "interrupted")}  # type: ignore[dict-item]
+    assert daemon.due(at(BERLIN, 2026, 11, 21, 9, 0)) is None  # outside the catch-up window
+
+
 def test_tick_does_nothing_once_stop_is_requested_or_while_busy(tmp_path: Path) -> None:
     daemon, _, pipeline = make_daemon(tmp_path)
     with daemon._busy:
