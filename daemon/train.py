@@ -52,14 +52,17 @@ class TrainProgress:
     trained_tokens: int | None = None
     """Answer tokens trained on so far (the loss's unmasked tokens)."""
     started_monotonic: float = field(default_factory=time.monotonic)
+    start_iteration: int = 0
+    """Where this child began (a resumed run starts at its checkpoint's iteration)."""
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left, extrapolated from the iterations done so far."""
-        if self.iteration <= 0 or self.total <= 0:
+        """Seconds left, extrapolated from the iterations done so far by this child."""
+        done = self.iteration - self.start_iteration
+        if done <= 0 or self.total <= 0:
             return None
         elapsed = time.monotonic() - self.started_monotonic
-        return elapsed / self.iteration * (self.total - self.iteration)
+        return elapsed / done * (self.total - self.iteration)
 
 
 @dataclass(frozen=True)
@@ -362,6 +365,7 @@ def train_challenger(
         for rec in records:
             if rec.get("event") == "start":
                 progress.started_monotonic = time.monotonic()
+                progress.start_iteration = int(rec.get("resumed_from_iteration") or 0)
             row = metric_row(rec)
             if row is None:
                 continue

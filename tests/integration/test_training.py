@@ -184,3 +184,23 @@ def test_two_ring_processes_match_one_process_with_the_same_global_batch(demo_wo
     # rank 0 alone wrote the outputs, and every rank is gone
     assert (two.adapter_dir / "adapters.safetensors").is_file() and (tmp_path / "two" / CHECKPOINTS_DIR).is_dir()
     assert "Node with rank 1 exited with code" not in (tmp_path / "two" / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_stopping_a_distributed_run_leaves_no_rank_behind(demo_workspace: Path, tmp_path: Path) -> None:
+    """A shutdown during distributed training stops the launcher and every rank."""
+    from tests.integration.test_pipeline import worker_processes
+
+    cfg = config(demo_workspace, iters=100_000, distributed=DistributedConfig(processes=2))
+    run_dir = tmp_path / "run"
+
+    def stop_after_first_report() -> None:
+        while not ((run_dir / METRICS_FILE).exists() and '"train"' in (run_dir / METRICS_FILE).read_text()):
+            time.sleep(0.2)
+        shutdown.request_stop("test: stop")
+
+    watcher = threading.Thread(target=stop_after_first_report, daemon=True)
+    watcher.start()
+    with pytest.raises(Interrupted):
+        train(cfg, run_dir)
+    assert worker_processes(run_dir) == []  # launcher, both ranks: gone
