@@ -272,6 +272,7 @@ class _Night:
                     "train_loss": p.train_loss,
                     "val_loss": p.val_loss,
                     "tokens_per_s": p.tokens_per_s,
+                    "trained_tokens": p.trained_tokens,
                     "eta_s": p.eta_s,
                 },
                 throttle_s=2.0,

@@ -88,8 +88,8 @@ def estimate_night(
     per_model = batches * mean_budget * decode_s + forwards * forward_s
     eval_s = load_s + MODELS_SCORED * per_model
     eval_detail = (
-        f"{MODELS_SCORED} models x {len(budgets)} replies in {batches} batches of up to {mean_budget:.0f} tokens "
-        f"at {decode_s:.3f} s per decoding step"
+        f"{MODELS_SCORED} models x {len(budgets)} replies in {batches} batches, max_tokens {mean_budget:.0f} on "
+        f"average, at {decode_s:.3f} s per decoding step"
     )
     return NightEstimate(train_s, eval_s, train_detail, eval_detail)
 

@@ -100,8 +100,8 @@ def test_evaluation_longer_than_its_timeout_fails() -> None:
     (got,) = check_night_length(cfg, suite(items=1000, max_tokens=16), SMOKE)
     assert got.level is Level.FAIL
     assert got.message.startswith(
-        "evaluation would take about 5 min (2 models x 1000 replies in 100 batches of up to 16 tokens at "
-        "0.100 s per decoding step), over evaluation.timeout_s (60 s)"
+        "evaluation would take about 5 min (2 models x 1000 replies in 100 batches, max_tokens 16 on average, "
+        "at 0.100 s per decoding step), over evaluation.timeout_s (60 s)"
     )
 
 
