@@ -4,7 +4,10 @@ Each child runs ``[sys.executable, "-m", "daemon.worker.<name>", REQUEST.json]``
 in its own session (so its whole process group can be stopped with
 ``os.killpg``), with output to a per-run log file, a hard timeout, and
 SIGTERM-then-SIGKILL on shutdown. The parent reads only the files the child
-writes (JSON lines and a JSON result), never its console output.
+writes (JSON lines and a JSON result) to learn results; the child's output goes
+through a pipe to its log file, and the last :data:`OUTPUT_TAIL_BYTES` are also
+kept in memory, so a failure's cause (a traceback, "No space left on device")
+is reported even when the disk was too full to write the log.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +31,60 @@ from daemon.worker.env import worker_env
 
 POLL_S = 0.5
 """How often the parent polls a running child and its metrics file (seconds)."""
+OUTPUT_TAIL_BYTES = 4096
+"""How much of a child's last output is kept in memory for failure reasons (bytes)."""
+OUTPUT_TAIL_LINES = 6
+"""How many of those lines a failure reason quotes."""
+
+
+class OutputTail:
+    """Copies a child's output pipe to its log file and keeps the last bytes in memory.
+
+    A log write that fails (disk full) is counted, not raised: the tail still
+    holds what the child said.
+    """
+
+    def __init__(self, pipe: Any, log_path: Path) -> None:
+        self._pipe = pipe
+        self._log_path = log_path
+        self._tail = b""
+        self.log_errors = 0
+        self._thread = threading.Thread(target=self._pump, name="child-output", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        try:
+            log = open(self._log_path, "ab")  # noqa: SIM115 - closed below
+        except OSError:
+            log = None
+            self.log_errors += 1
+        try:
+            while chunk := os.read(self._pipe.fileno(), 65536):
+                self._tail = (self._tail + chunk)[-OUTPUT_TAIL_BYTES:]
+                if log is not None:
+                    try:
+                        log.write(chunk)
+                        log.flush()
+                    except OSError:
+                        self.log_errors += 1
+        except OSError:
+            pass
+        finally:
+            if log is not None:
+                try:
+                    log.close()
+                except OSError:
+                    self.log_errors += 1
+            self._pipe.close()
+
+    def join(self, timeout_s: float = 2.0) -> None:
+        """Wait for the output to be drained (after the child exited)."""
+        self._thread.join(timeout_s)
+
+    def last_lines(self, n: int = OUTPUT_TAIL_LINES) -> list[str]:
+        """The last ``n`` non-blank lines the child printed."""
+        text = self._tail.decode("utf-8", errors="replace")
+        return [line.rstrip() for line in text.splitlines() if line.strip()][-n:]
 
 
 @dataclass(frozen=True)
@@ -38,6 +96,7 @@ class ChildResult:
         duration_s: wall time from start to exit (seconds, monotonic).
         log_path: the child's stdout+stderr.
         timed_out: True when we killed it for exceeding its timeout.
+        output_tail: the last lines it printed (kept in memory, see :class:`OutputTail`).
     """
 
     returncode: int
@@ -48,6 +107,7 @@ class ChildResult:
     """The child's peak RSS when known (it set a new maximum among our children), else None."""
     oom_killed: bool | None = None
     """The kernel's OOM killer struck in our cgroup while the child ran (Linux cgroup v2); None: unknown."""
+    output_tail: tuple[str, ...] = ()
 
     @property
     def signal_name(self) -> str | None:
@@ -86,6 +146,22 @@ class ChildResult:
         if sig:
             return f"was killed by {sig} {after}"
         return f"exited with status {self.returncode} {after}"
+
+    def describe_with_output(self, reason: str | None = None) -> str:
+        """The whole failure reason: :meth:`describe`, then the ``reason`` the child
+        wrote in its result file or else its last output lines, a full disk when
+        either shows one or the disk is nearly full, and the log path."""
+        from daemon.statedir import disk_full_hint
+
+        text = self.describe()
+        if reason:
+            text += f": {reason}"
+        elif self.output_tail:
+            text += "; last output: " + " | ".join(self.output_tail)
+        hint = disk_full_hint(self.log_path.parent, (reason or "") + "\n".join(self.output_tail))
+        if hint:
+            text += f"; {hint}"
+        return f"{text}. log: {self.log_path}"
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
@@ -171,16 +247,20 @@ class StartedWorker:
         self.request_path = work_dir / f"{name}_request.json"
         self.log_path = work_dir / f"{name}.log"
         self.request_path.unlink(missing_ok=True)  # never run a stale request
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", module, str(self.request_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=worker_env({PARENT_PID_ENV: str(os.getpid())}),
-                cwd=work_dir,
-            )
+        if self.log_path.is_symlink():
+            from daemon.statedir import planted_link_error
+
+            raise planted_link_error(self.log_path)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, str(self.request_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=worker_env({PARENT_PID_ENV: str(os.getpid())}),
+            cwd=work_dir,
+        )
+        self.output = OutputTail(self.proc.stdout, self.log_path)
 
     def run(
         self,
@@ -197,7 +277,7 @@ class StartedWorker:
         it). ``timeout_s`` counts from now. Returns and raises as :func:`run_worker`.
         """
         write_json(self.request_path, request)
-        return _supervise(
+        result = _supervise(
             self.proc,
             self.name,
             time.monotonic(),
@@ -206,6 +286,14 @@ class StartedWorker:
             stop_grace_s=stop_grace_s,
             on_poll=on_poll,
             on_start=on_start,
+        )
+        self.output.join()
+        return ChildResult(
+            returncode=result.returncode,
+            duration_s=result.duration_s,
+            log_path=result.log_path,
+            timed_out=result.timed_out,
+            output_tail=tuple(self.output.last_lines()),
         )
 
     def stop(self, grace_s: float = 5.0) -> None:

@@ -99,3 +99,19 @@ class SuiteError(NightshiftError):
         if self.problems:
             message = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(message)
+
+
+class StateDirError(NightshiftError):
+    """The state dir cannot be used safely: not writable, full, or holding a planted link."""
+
+
+class ReleaseCorrupt(NightshiftError):
+    """A release's files do not match its manifest (missing, truncated, altered).
+
+    Attributes:
+        problems: one line per file found wrong.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = problems or []
+        super().__init__(message)

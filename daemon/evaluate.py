@@ -414,9 +414,8 @@ def run_evaluation(
             on_start=on_start,
         )
         if result.returncode != 0:
-            reason = read_result_file(run_dir / "eval_result.json").get("reason", "")
-            detail = f": {reason}" if reason else ""
-            raise EvaluationFailed(f"Evaluation {result.describe()}{detail}. log: {result.log_path}")
+            reason = read_result_file(run_dir / "eval_result.json").get("reason")
+            raise EvaluationFailed(f"Evaluation {result.describe_with_output(reason)}")
         return _collect(cfg, suite, refs, records, judges, calls, versions, result.log_path)
     finally:
         calls.close()

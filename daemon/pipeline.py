@@ -4,8 +4,10 @@ preflight -> train (child) -> evaluate (child) -> decide (pure) -> promote -> re
 
 The champion, ``current`` and earlier registry rows are never harmed by a
 failed run: training writes only into the run's own directory, a release is
-assembled aside and becomes visible by one atomic symlink swap committed
-together with the registry's promotion row.
+assembled aside and becomes visible through the crash-consistent protocol of
+:mod:`daemon.promote` (intent, swap, commit), and every run starts with
+:func:`daemon.recovery.recover_state`, which repairs what a crash left.
+A stop request is honoured between stages as well as inside them.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from typing import Any, Protocol
 
 import structlog
 
-from daemon import clock
+from daemon import clock, shutdown
 from daemon.child import StartedWorker
 from daemon.config import Config
 from daemon.errors import (
     Interrupted,
     NightshiftError,
     PreflightFailed,
+    PromotionRefused,
+    RegistryError,
 )
 from daemon.evaluate import (
     RESULT_FIELDS,
@@ -39,12 +43,14 @@ from daemon.evaluate import (
     scores_from_rows,
     start_eval_worker,
 )
+from daemon.faults import fault_point
 from daemon.fingerprint import dataset_fingerprint, dir_sha256
 from daemon.gate import Decision, GatePolicy, decide_promotion
 from daemon.lock import RunLock
 from daemon.notify import notify_run
 from daemon.preflight import run_preflight
-from daemon.promote import build_release, current_target, swap_current
+from daemon.promote import build_release, promote_release, reconcile
+from daemon.recovery import recover_state
 from daemon.registry import Registry, RunStatus, Trigger
 from daemon.registry.models import Model, ModelKind
 from daemon.report import write_report
@@ -123,7 +129,7 @@ def run_pipeline(
     """
     state_dir = cfg.paths.state_dir
     with locked_registry(state_dir) as (lock, registry):
-        registry.mark_abandoned_runs("its process died before it finished (found by the next run)")
+        recover_state(cfg, registry)
         run = registry.create_run(
             trigger=trigger,
             config_snapshot=cfg.to_dict(),
@@ -195,7 +201,13 @@ class _Night:
         log.info("run_finished", run_id=self.run_id, status=status.value)
         return RunOutcome(run_id=self.run_id, status=status, reasons=reasons, report_path=report)
 
+    def _check_stop(self, before: str) -> None:
+        if shutdown.stop_requested():
+            raise Interrupted(f"{shutdown.stop_reason() or 'shutdown requested'}; stopped before {before}")
+
     def _stage(self, status: RunStatus, fn: Callable[[], Any]) -> Any:
+        fault_point(f"stage:{status.value}")
+        self._check_stop(status.value)
         self.registry.transition(self.run_id, status)
         self._set_progress({"stage": status.value})
         if self.progress is not None:
@@ -322,6 +334,10 @@ class _Night:
             mlx_version=train_result.mlx_version,
             mlx_lm_version=train_result.mlx_lm_version,
         )
+        # The champion's files are hashed before its cached scores are reused: a
+        # corrupted release is replaced by the newest intact one (recorded, logged).
+        for action in reconcile(self.cfg.paths.state_dir, self.registry, full=True):
+            log.warning("champion_check", action=action.action, detail=action.detail)
         champ = self.registry.champion()
         champion_model = champ[1] if champ else base
         if champion_model.kind == ModelKind.ADAPTER.value and champion_model.base_sha256 != base.base_sha256:
@@ -409,12 +425,14 @@ class _Night:
         if not decision.promote:
             self.registry.transition(self.run_id, RunStatus.REJECTED)
             return RunStatus.REJECTED
+        self._check_stop("promoting")
         promote_run(self.cfg, self.registry, self.run_id, decided_by="auto", reason=decision.summary)
         return RunStatus.PROMOTED
 
     def _report_and_notify(self) -> Path | None:
         try:
             path: Path | None = write_report(self.cfg, self.registry, self.run_id)
+            fault_point("report:written")
         except Exception as exc:  # a report problem must not mask the run's outcome
             log.error("report_failed", run_id=self.run_id, error=f"{type(exc).__name__}: {exc}")
             path = None
@@ -434,13 +452,10 @@ def promote_run(cfg: Config, registry: Registry, run_id: int, *, decided_by: str
         PromotionRefused: the run has no challenger adapter, or the release failed.
         RegistryError: the run is not in a promotable state.
     """
-    from daemon.errors import PromotionRefused
-
     run = registry.get_run(run_id)
     if run.challenger_model_id is None:
         raise PromotionRefused(f"Run {run_id} has no trained challenger to promote.")
     challenger = registry.get_model(run.challenger_model_id)
-    champ = registry.champion()
     assert challenger.adapter_path is not None
     manifest = {
         "run_id": run_id,
@@ -461,16 +476,15 @@ def promote_run(cfg: Config, registry: Registry, run_id: int, *, decided_by: str
         manifest=manifest,
         work_dir=Path(run.run_dir or cfg.paths.state_dir),
     )
-    registry.record_promotion(
-        run_id=run_id,
-        from_model_id=champ[1].id if champ else None,
+    promote_release(
+        cfg.paths.state_dir,
+        registry,
+        release=release,
         to_model_id=challenger.id,
-        release_path=str(release),
+        run_id=run_id,
         reason=reason,
         decided_by=decided_by,
-        swap=lambda: swap_current(cfg.paths.state_dir, release),
     )
-    log.info("promoted", run_id=run_id, release=str(release), current=str(current_target(cfg.paths.state_dir)))
     return release
 
 
@@ -486,14 +500,15 @@ def finish_manual_decision(cfg: Config, run_id: int, *, approve: bool, decided_b
     """
     import getpass
 
-    from daemon.errors import RegistryError
-
     who = decided_by or getpass.getuser()
     with locked_registry(cfg.paths.state_dir) as (lock, registry):
+        recover_state(cfg, registry)
         lock.set_run_id(run_id)
         run = registry.get_run(run_id)
         if run.status != RunStatus.AWAITING_APPROVAL.value:
             raise RegistryError(f"Run {run_id} is {run.status}, not awaiting approval.")
+        if approve:
+            _refuse_stale_decision(registry, run)
         decision = json.loads(run.decision or "{}")
         gate = "gate recommended promotion" if decision.get("promote") else "gate recommended rejection"
         if approve:
@@ -504,6 +519,35 @@ def finish_manual_decision(cfg: Config, run_id: int, *, approve: bool, decided_b
             result = RunStatus.REJECTED
         notify_run(cfg, registry, run_id, write_report(cfg, registry, run_id))
         return result.value
+
+
+def _adapter_id(model: Model | None) -> int | None:
+    return model.id if model is not None and model.kind == ModelKind.ADAPTER.value else None
+
+
+def _refuse_stale_decision(registry: Registry, run: Any) -> None:
+    """Refuse to approve a run whose decision compared it with a champion that has since changed.
+
+    Raises:
+        PromotionRefused: the champion changed since the run was evaluated.
+    """
+    then = _adapter_id(registry.get_model(run.champion_model_id)) if run.champion_model_id else None
+    champ = registry.champion()
+    now = _adapter_id(champ[1]) if champ else None
+    if then == now:
+        return
+
+    def name(model_id: int | None) -> str:
+        if model_id is None:
+            return "the base model"
+        model = registry.get_model(model_id)
+        return f"run {model.run_id}'s adapter" if model.run_id else f"model {model_id}"
+
+    raise PromotionRefused(
+        f"Run {run.id} was evaluated against {name(then)}, but the champion is now {name(now)}: "
+        f"its decision is stale. Reject it (nightshift reject {run.id}) and run "
+        "`nightshift run-now` to train and evaluate a challenger against the current champion."
+    )
 
 
 def record_config_failure(config_path: Path, profile: str | None) -> int | None:

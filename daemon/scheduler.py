@@ -49,8 +49,6 @@ log = structlog.get_logger("nightshift.scheduler")
 #: A fire time counts as on time for at least this long, even with a smaller
 #: ``misfire_grace_s``, so the scheduler's own wake-up latency never loses a night.
 MIN_GRACE_S = 60.0
-#: The reason recorded on runs found active from a process that is gone.
-ABANDONED_REASON = "the nightshift process running it ended (crash, kill -9 or power loss)"
 RETRY_SUFFIX = "/retry"
 """Night key of the one retry of an interrupted night (it resumes training from its checkpoint)."""
 #: APScheduler worker threads: nightly and rehearsal jobs; :meth:`Daemon.tick`
@@ -313,9 +311,14 @@ class DaemonRegistry(Protocol):
 
     def night_run(self, night_key: str) -> Any | None: ...
 
-    def mark_abandoned_runs(self, reason: str) -> list[int]: ...
-
     def record_rehearsal(self, report: dict) -> int: ...
+
+
+class RecoverFn(Protocol):
+    """:func:`daemon.recovery.recover_state` as the daemon calls it (returns the ids
+    of the runs it marked interrupted)."""
+
+    def __call__(self, cfg: Config, registry: Any) -> list[int]: ...
 
 
 class PipelineFn(Protocol):
@@ -344,6 +347,7 @@ class Daemon:
         run_pipeline: runs one night (``daemon.pipeline.run_pipeline``).
         run_preflight: the rehearsal's check (``daemon.preflight.run_preflight``).
         scheduled_trigger: the registry's ``Trigger.SCHEDULED`` value.
+        recover_state: start-up recovery (default :func:`daemon.recovery.recover_state`).
 
     Raises:
         ConfigError: the schedule section does not validate (see :func:`load_schedule`).
@@ -357,8 +361,10 @@ class Daemon:
         run_pipeline: PipelineFn,
         run_preflight: PreflightFn | None = None,
         scheduled_trigger: Any = "scheduled",
+        recover_state: RecoverFn | None = None,
     ) -> None:
         self.cfg = cfg
+        self._recover_state = recover_state or _recover_state
         self.schedule = load_schedule(cfg)
         self.registry = registry
         self._run_pipeline = run_pipeline
@@ -370,7 +376,8 @@ class Daemon:
     # -- the units tests drive
 
     def recover(self) -> list[int]:
-        """Mark runs left active by a dead process as ``interrupted``.
+        """Start-up recovery: reconcile ``current`` with the registry and mark runs
+        left active by a dead process ``interrupted`` (:mod:`daemon.recovery`).
 
         Done under the run lock, so a live run in another process (a manual
         ``--run-now``) is never touched; while one holds the lock this is skipped
@@ -381,12 +388,12 @@ class Daemon:
         """
         try:
             with RunLock(self.cfg.paths.state_dir):
-                marked = self.registry.mark_abandoned_runs(ABANDONED_REASON)
+                marked = self._recover_state(self.cfg, self.registry)
         except RunLocked as exc:
             log.info("recovery skipped: a run is in progress", holder=str(exc))
             return []
         if marked:
-            log.warning("marked abandoned runs interrupted", run_ids=marked, reason=ABANDONED_REASON)
+            log.warning("marked abandoned runs interrupted", run_ids=marked)
         return marked
 
     def due(self, now: datetime) -> str | None:
@@ -589,6 +596,12 @@ def _run_preflight(cfg: Config, *, smoke: bool = False, holding_lock: bool = Fal
     from daemon.preflight import run_preflight
 
     return run_preflight(cfg, smoke=smoke, holding_lock=holding_lock)
+
+
+def _recover_state(cfg: Config, registry: Any) -> list[int]:
+    from daemon.recovery import recover_state
+
+    return [a.run_id for a in recover_state(cfg, registry) if a.action == "run-interrupted" and a.run_id is not None]
 
 
 def _mlx_loaded() -> bool:

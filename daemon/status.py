@@ -10,7 +10,7 @@ from daemon.config import Config
 from daemon.lock import read_lock_holder
 from daemon.notify import last_notice_status
 from daemon.promote import current_target
-from daemon.registry import Registry
+from daemon.registry import Registry, RunStatus
 from daemon.worker.env import blas_description
 
 
@@ -21,16 +21,20 @@ def collect_status(cfg: Config) -> dict[str, Any]:
     decided_by}``), ``last_run`` (null or ``{id, status, trigger, started_at,
     finished_at, failure_reason, report}``), ``running`` (null or the live
     progress of the run holding the lock: ``{run_id, pid, stage, iteration,
-    total, train_loss, eta_s, ...}``), ``current`` (resolved release path or
+    total, train_loss, eta_s, ...}``), ``pending_approval`` (ids of runs
+    awaiting approval), ``recoveries`` (the newest repairs of the start-up
+    reconcile step: ``{at, action, detail, run_id}``), ``current`` (resolved release path or
     null), ``blas``, plus the scheduler's ``daemon``, ``next_run``,
     ``next_rehearsal`` and ``rehearsal``, and ``notify`` (null or the last
     notification's ``{run_id, at, results: [{channel, ok, error}]}``).
     """
+    from daemon.recovery import recover_if_idle
     from daemon.scheduler import schedule_status
 
     state_dir = cfg.paths.state_dir
     registry = Registry.open(state_dir)
     try:
+        recover_if_idle(cfg, registry)  # a dead run is marked, a broken promotion repaired
         champ = registry.champion()
         last = registry.last_run()
         holder = read_lock_holder(state_dir)
@@ -63,6 +67,11 @@ def collect_status(cfg: Config) -> dict[str, Any]:
                 "report": last.report_path,
             },
             "running": running,
+            "pending_approval": [r.id for r in registry.runs(limit=200) if r.status == RunStatus.AWAITING_APPROVAL.value],
+            "recoveries": [
+                {"at": r.at.isoformat(timespec="seconds"), "action": r.action, "detail": r.detail, "run_id": r.run_id}
+                for r in registry.recoveries(limit=5)
+            ],
             "current": str(target) if target else None,
             "state_dir": str(state_dir),
             "blas": blas_description(),
@@ -103,6 +112,10 @@ def render_status(status: dict[str, Any]) -> str:
         if run.get("eta_s") is not None:
             bits.append(f"ETA {run['eta_s']:.0f} s")
         lines.append("running:    " + ", ".join(bits))
+    for run_id in status.get("pending_approval") or []:
+        lines.append(f"approval:   run {run_id} awaits approval (nightshift approve {run_id} / nightshift reject {run_id})")
+    for rec in status.get("recoveries") or []:
+        lines.append(f"recovered:  {rec['at']} {rec['action']}: {rec['detail']}")
     daemon = status.get("daemon") or {}
     lines.append(f"daemon:     {'running, pid ' + str(daemon.get('pid')) if daemon.get('running') else 'not running'}")
     lines.append(f"next run:   {status.get('next_run') or '- (start the daemon: nightshift start, or install the LaunchAgent)'}")

@@ -403,9 +403,7 @@ def train_challenger(
             f"Training aborted: {child_result.get('reason', 'non-finite loss')}. log: {log}"
         )
     if result.returncode != 0 or child_result.get("ok") is False:
-        reason = child_result.get("reason")
-        detail = f": {reason}" if reason else ""
-        raise TrainingFailed(f"Training {result.describe()}{detail}. log: {log}")
+        raise TrainingFailed(f"Training {result.describe_with_output(child_result.get('reason'))}")
     adapter_dir = Path(request["adapter_dir"])
     missing = [
         p.name

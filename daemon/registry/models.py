@@ -291,3 +291,20 @@ class Rehearsal(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ok: Mapped[bool] = mapped_column(Boolean)
     report: Mapped[str] = mapped_column(Text)
+
+
+class Recovery(Base):
+    """One thing the start-up reconcile step repaired (see :func:`daemon.promote.reconcile`).
+
+    ``action`` is a short verb (``promotion-completed``, ``promotion-undone``,
+    ``current-repointed``, ``champion-replaced``, ``orphan-removed``,
+    ``run-interrupted``...); ``detail`` says what was found and what was done.
+    """
+
+    __tablename__ = "recoveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    action: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)

@@ -1,4 +1,7 @@
-"""Queries over the registry. Every write is one short ``BEGIN IMMEDIATE`` transaction.
+"""Queries over the registry. Every write is one short ``BEGIN IMMEDIATE`` transaction;
+every read a deferred one on a read-only connection (it never waits for a writer).
+Every SQLite error leaves as a :class:`~daemon.errors.RegistryError` whose text
+says what to do (:func:`~daemon.registry.engine.describe_db_error`).
 
 Objects returned are detached ORM rows (attributes stay readable after the
 session closes). The champion is the ``to_model`` of the newest row of the
@@ -15,12 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from daemon import clock
 from daemon.errors import RegistryError
-from daemon.registry.engine import REGISTRY_FILENAME, make_engine, upgrade_schema
+from daemon.registry.engine import (
+    REGISTRY_FILENAME,
+    describe_db_error,
+    is_disk_full,
+    make_engine,
+    upgrade_schema,
+)
 from daemon.registry.models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -31,6 +40,7 @@ from daemon.registry.models import (
     ModelKind,
     PreflightCheck,
     Promotion,
+    Recovery,
     Rehearsal,
     Run,
     RunStage,
@@ -44,34 +54,91 @@ class DuplicateNight(RegistryError):
     """A run for this night key already exists (the nightly run is idempotent)."""
 
 
+class RegistryDatabaseError(RegistryError):
+    """SQLite failed (locked, read-only, full, corrupt); ``str()`` says what to do.
+
+    Attributes:
+        disk_full: the cause was a full disk (the pipeline frees its reserve and retries).
+    """
+
+    def __init__(self, message: str, *, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
+
+
 class Registry:
     """The registry of one state dir: ``<state_dir>/registry.sqlite``."""
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = Path(db_path)
         self.engine = make_engine(self.db_path)
+        self.read_engine = make_engine(self.db_path, read_only=True)
 
     @classmethod
     def open(cls, state_dir: Path) -> Registry:
         """Open (creating and migrating as needed) the registry of ``state_dir``.
 
+        The state dir is created 0700 and the database file made 0600.
+
         Raises:
-            RegistryError: the schema cannot be brought to the current revision.
+            RegistryError: the schema cannot be brought to the current revision,
+                or the database cannot be opened (the message says what to do).
+            StateDirError: the state dir cannot be created, or the database
+                file is a planted symbolic link.
         """
-        state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        reg = cls(state_dir / REGISTRY_FILENAME)
-        upgrade_schema(reg.engine)
+        from daemon.statedir import ensure_private_dir, planted_link_error
+
+        state_dir = ensure_private_dir(Path(state_dir))
+        db_path = state_dir / REGISTRY_FILENAME
+        if db_path.is_symlink():
+            raise planted_link_error(db_path)
+        reg = cls(db_path)
+        try:
+            upgrade_schema(reg.engine)
+            for path in (db_path, db_path.with_name(db_path.name + "-wal"), db_path.with_name(db_path.name + "-shm")):
+                if path.exists() and path.stat().st_mode & 0o077:
+                    path.chmod(0o600)
+        except DBAPIError as exc:
+            reg.close()
+            raise RegistryDatabaseError(describe_db_error(db_path, exc), disk_full=is_disk_full(exc)) from None
+        except OSError as exc:
+            reg.close()
+            raise RegistryDatabaseError(describe_db_error(db_path, exc), disk_full=is_disk_full(exc)) from None
+        except BaseException:
+            reg.close()
+            raise
         return reg
 
     def close(self) -> None:
-        """Release the connection pool."""
+        """Release the connection pools."""
         self.engine.dispose()
+        self.read_engine.dispose()
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            yield session
+        """A write transaction (``BEGIN IMMEDIATE``)."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            raise RegistryDatabaseError(describe_db_error(self.db_path, exc), disk_full=is_disk_full(exc)) from None
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        """A read transaction (deferred ``BEGIN``, ``query_only``): never waits for a writer."""
+        try:
+            with Session(self.read_engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except DBAPIError as exc:
+            raise RegistryDatabaseError(describe_db_error(self.db_path, exc), disk_full=is_disk_full(exc)) from None
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: ``ok``, or the problems it lists."""
+        with self._read() as s:
+            rows = s.connection().exec_driver_sql("PRAGMA integrity_check").fetchall()
+        return "\n".join(str(r[0]) for r in rows)
 
     # ------------------------------------------------------------------ runs
 
@@ -149,7 +216,7 @@ class Registry:
         Raises:
             RegistryError: no such run.
         """
-        with self._tx() as s:
+        with self._read() as s:
             run = s.get(Run, run_id)
         if run is None:
             raise RegistryError(f"No run {run_id} in the registry (see `nightshift history`).")
@@ -157,7 +224,7 @@ class Registry:
 
     def runs(self, limit: int = 50) -> list[Run]:
         """The newest runs first."""
-        with self._tx() as s:
+        with self._read() as s:
             return list(s.scalars(select(Run).order_by(Run.id.desc()).limit(limit)))
 
     def last_run(self) -> Run | None:
@@ -167,7 +234,7 @@ class Registry:
 
     def active_run(self) -> Run | None:
         """The newest run in an active state, or None."""
-        with self._tx() as s:
+        with self._read() as s:
             return s.scalars(
                 select(Run)
                 .where(Run.status.in_([st.value for st in ACTIVE_STATUSES]))
@@ -177,13 +244,14 @@ class Registry:
 
     def night_run(self, night_key: str) -> Run | None:
         """The run recorded for a night key, or None."""
-        with self._tx() as s:
+        with self._read() as s:
             return s.scalars(select(Run).where(Run.night_key == night_key)).first()
 
     def mark_abandoned_runs(self, reason: str) -> list[int]:
         """Mark runs left active by a dead process as ``interrupted``.
 
         Call only while holding the run lock (so no live run is affected).
+        ``{pid}`` in ``reason`` is replaced by each run's recorded pid.
 
         Returns:
             The ids of the runs changed.
@@ -194,7 +262,7 @@ class Registry:
             )
             for run in rows:
                 run.status = RunStatus.INTERRUPTED.value
-                run.failure_reason = reason
+                run.failure_reason = reason.replace("{pid}", str(run.pid))
                 run.finished_at = clock.now()
                 run.progress = None
             return [r.id for r in rows]
@@ -219,7 +287,7 @@ class Registry:
 
     def stages(self, run_id: int) -> list[RunStage]:
         """The stages of a run in order."""
-        with self._tx() as s:
+        with self._read() as s:
             return list(s.scalars(select(RunStage).where(RunStage.run_id == run_id).order_by(RunStage.id)))
 
     # ---------------------------------------------------------------- models
@@ -275,7 +343,7 @@ class Registry:
         Raises:
             RegistryError: no such model.
         """
-        with self._tx() as s:
+        with self._read() as s:
             row = s.get(Model, model_id)
         if row is None:
             raise RegistryError(f"No model {model_id} in the registry.")
@@ -285,7 +353,7 @@ class Registry:
 
     def champion(self) -> tuple[Promotion, Model] | None:
         """The newest promotion and its model, or None before the first promotion."""
-        with self._tx() as s:
+        with self._read() as s:
             promo = s.scalars(select(Promotion).order_by(Promotion.id.desc()).limit(1)).first()
             if promo is None:
                 return None
@@ -351,9 +419,22 @@ class Registry:
                 raise
         return promo
 
+    def add_recovery(self, action: str, detail: str, *, run_id: int | None = None) -> None:
+        """Record one repair made by the reconcile step (see :class:`Recovery`)."""
+        with self._tx() as s:
+            s.add(Recovery(at=clock.now(), action=action, detail=detail, run_id=run_id))
+
+    def recoveries(self, *, since: Any = None, limit: int = 20) -> list[Recovery]:
+        """Recorded repairs, newest first; ``since`` (an aware datetime) keeps later ones only."""
+        with self._read() as s:
+            q = select(Recovery).order_by(Recovery.id.desc()).limit(limit)
+            if since is not None:
+                q = q.where(Recovery.at >= since)
+            return list(s.scalars(q))
+
     def promotions(self) -> list[Promotion]:
         """The whole promotion log, oldest first."""
-        with self._tx() as s:
+        with self._read() as s:
             return list(s.scalars(select(Promotion).order_by(Promotion.id)))
 
     # ------------------------------------------------------------- metrics
@@ -373,7 +454,7 @@ class Registry:
 
     def train_metrics(self, run_id: int) -> list[TrainMetric]:
         """All training reports of a run, in arrival order."""
-        with self._tx() as s:
+        with self._read() as s:
             return list(s.scalars(select(TrainMetric).where(TrainMetric.run_id == run_id).order_by(TrainMetric.id)))
 
     # ---------------------------------------------------------------- evals
@@ -410,7 +491,7 @@ class Registry:
     def find_cached_eval_set(self, model_id: int, fingerprint: str) -> EvalSet | None:
         """The newest freshly scored (not itself reused) eval set of ``model_id``
         with exactly this fingerprint, or None."""
-        with self._tx() as s:
+        with self._read() as s:
             return s.scalars(
                 select(EvalSet)
                 .where(
@@ -424,12 +505,12 @@ class Registry:
 
     def eval_sets(self, run_id: int) -> list[EvalSet]:
         """The eval sets recorded for a run."""
-        with self._tx() as s:
+        with self._read() as s:
             return list(s.scalars(select(EvalSet).where(EvalSet.run_id == run_id).order_by(EvalSet.id)))
 
     def eval_results(self, eval_set_id: int) -> list[EvalResult]:
         """The per-item results of an eval set."""
-        with self._tx() as s:
+        with self._read() as s:
             return list(
                 s.scalars(select(EvalResult).where(EvalResult.eval_set_id == eval_set_id).order_by(EvalResult.id))
             )
@@ -443,7 +524,7 @@ class Registry:
 
     def preflight_checks(self, run_id: int) -> list[PreflightCheck]:
         """The preflight results of a run."""
-        with self._tx() as s:
+        with self._read() as s:
             return list(s.scalars(select(PreflightCheck).where(PreflightCheck.run_id == run_id).order_by(PreflightCheck.id)))
 
     def record_rehearsal(self, report: dict[str, Any]) -> int:
@@ -459,7 +540,7 @@ class Registry:
 
     def last_rehearsal(self) -> dict[str, Any] | None:
         """The newest rehearsal as ``{"id", "created_at", "ok", "report"}``, or None."""
-        with self._tx() as s:
+        with self._read() as s:
             row = s.scalars(select(Rehearsal).order_by(Rehearsal.id.desc()).limit(1)).first()
         if row is None:
             return None
@@ -467,7 +548,7 @@ class Registry:
 
     def count_runs(self) -> int:
         """How many runs the registry holds."""
-        with self._tx() as s:
+        with self._read() as s:
             return int(s.scalar(select(func.count(Run.id))) or 0)
 
 

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 
 from daemon.errors import RegistryError
 from daemon.registry import DuplicateNight, Registry, RunStatus, Trigger
-from daemon.registry.engine import MIGRATIONS_DIR
+from daemon.registry.engine import _alembic_config
 from daemon.registry.models import Base
 
 
@@ -26,7 +26,7 @@ def test_schema_comes_from_migrations_and_matches_models(tmp_path: Path) -> None
     with reg.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
         assert conn.exec_driver_sql("select version_num from alembic_version").scalar() == head
     Registry.open(tmp_path).close()  # reopening is a no-op upgrade
     reg.close()

@@ -19,8 +19,8 @@ from daemon import shutdown
 from daemon.config import Config, config_from_dict
 from daemon.errors import ConfigError, Interrupted, NightshiftError, RunLocked, TrainingFailed
 from daemon.lock import RunLock
+from daemon.recovery import ABANDONED_REASON
 from daemon.scheduler import (
-    ABANDONED_REASON,
     MIN_GRACE_S,
     Daemon,
     due_night,
@@ -267,7 +267,11 @@ def make_daemon(tmp_path: Path, *, errors: list[BaseException | None] | None = N
     registry = FakeRegistry()
     pipeline = FakePipeline(registry, errors=list(errors or []))
     daemon = Daemon(
-        make_cfg(tmp_path, **schedule), registry=registry, run_pipeline=pipeline, scheduled_trigger="scheduled"
+        make_cfg(tmp_path, **schedule),
+        registry=registry,
+        run_pipeline=pipeline,
+        scheduled_trigger="scheduled",
+        recover_state=lambda cfg, reg: reg.mark_abandoned_runs(ABANDONED_REASON),
     )
     return daemon, registry, pipeline
 
