@@ -19,11 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemon import shutdown
 from daemon.child import JsonLinesTail, StartedWorker, read_result_file
 from daemon.config import Config
-from daemon.errors import EvaluationFailed
+from daemon.errors import EvaluationFailed, Interrupted
 from daemon.gate import ModelScores
-from daemon.scoring import ItemScore, category_scores, make_judge, score_loss, score_reply
+from daemon.scoring import (
+    JUDGE_POLL_S,
+    ItemScore,
+    category_scores,
+    make_judge,
+    score_loss,
+    score_reply,
+)
 from daemon.suite import Item, Suite
 
 RESULTS_FILE = "eval_results.jsonl"
@@ -224,9 +232,14 @@ class JudgeCalls:
             self.submit(rec["model"], rec["category"], item, int(rec.get("sample", 0)), rec["reply"])
 
     def close(self) -> None:
-        """Drop calls not started yet; calls in flight end on their own (bounded by ``timeout_s``)."""
+        """Drop calls not started yet and cancel those in flight (a judge command's
+        process group is killed), so an ended or failed evaluation leaves no judge behind."""
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
+        for judge in self._judges.values():
+            cancel = getattr(judge, "cancel", None)
+            if cancel is not None:
+                cancel()
 
 
 def score_model(
@@ -281,7 +294,7 @@ def _score_model(
             scored = [score_loss(float(rec["nll"])) for _, _, rec in todo]
         elif cat.kind == "judge":
             futures = [calls.submit(ref.role, cat.name, item, sample, rec["reply"]) for item, sample, rec in todo]
-            scored = [f.result() for f in futures]
+            scored = [_judge_result(f) for f in futures]
         else:
             scored = [score_reply(cat, item, rec["reply"]) for item, _, rec in todo]
         for (item, sample, rec), s in zip(todo, scored, strict=True):
@@ -337,6 +350,22 @@ def truncation(rows: Sequence[Any]) -> dict[str, Truncation]:
         c[0] += bool(flag)
         c[1] += 1
     return {cat: Truncation(t, n) for cat, (t, n) in counts.items()}
+
+
+def _judge_result(future: Future[ItemScore]) -> ItemScore:
+    """Wait for a judge call, waking every :data:`JUDGE_POLL_S` seconds to honour a stop.
+
+    Raises:
+        Interrupted: a stop was requested while waiting.
+    """
+    while True:
+        try:
+            return future.result(timeout=JUDGE_POLL_S)
+        except TimeoutError:
+            if shutdown.stop_requested():
+                raise Interrupted(
+                    f"{shutdown.stop_reason() or 'shutdown requested'}; stopped while waiting for a judge"
+                ) from None
 
 
 def scores_from_rows(suite: Suite, role: str, rows: Sequence[Any]) -> ModelScores:

@@ -24,13 +24,14 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from daemon.errors import EvaluationFailed
+from daemon.errors import EvaluationFailed, Interrupted
 from daemon.gate import CategoryScores
 from daemon.suite import Category, Item, JudgeSpec
 
@@ -41,6 +42,8 @@ JUDGE_MAX_REPLY_CHARS = 20_000
 #: Characters Python's ``str.strip`` keeps but that render as nothing.
 _DROP_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 _DETAIL_CHARS = 120
+JUDGE_POLL_S = 0.2
+"""How often a judge call checks for a stop request or cancellation (seconds)."""
 
 
 @dataclass(frozen=True)
@@ -567,10 +570,16 @@ class HttpJudge:
         self.model = model
         self.retries = retries
         self.backoff_s = backoff_s
+        self._api_key = api_key
+        self._generation = 0
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = (
             client if client is not None else httpx.Client(timeout=timeout_s, headers=headers)
         )
+
+    def cancel(self) -> None:
+        """Make the calls in flight give up before their next attempt; later calls run."""
+        self._generation += 1
 
     def complete(self, prompt: str) -> str:
         """The judge's reply text.
@@ -587,10 +596,15 @@ class HttpJudge:
             "messages": [{"role": "user", "content": prompt}],
             "temperature": 0,
         }
+        from daemon import shutdown
+
+        generation = self._generation
         last = ""
         for attempt in range(1 + max(0, self.retries)):
             if attempt and self.backoff_s:
-                time.sleep(self.backoff_s * attempt)
+                shutdown.wait(self.backoff_s * attempt)
+            if shutdown.stop_requested() or generation != self._generation:
+                raise Interrupted(f"{shutdown.stop_reason() or 'the evaluation ended'}; stopped the judge call")
             try:
                 resp = self._client.post(endpoint, json=body)
             except httpx.HTTPError as exc:
@@ -600,8 +614,9 @@ class HttpJudge:
                 last = f"HTTP {resp.status_code}"
                 continue
             if resp.status_code >= 400:
+                body_text = resp.text.replace(self._api_key, "[redacted]") if self._api_key else resp.text
                 raise EvaluationFailed(
-                    f"Judge {endpoint} answered HTTP {resp.status_code}: {_clip(resp.text)}; "
+                    f"Judge {endpoint} answered HTTP {resp.status_code}: {_clip(body_text)}; "
                     "check judge.url, judge.model and the API key"
                 )
             try:
@@ -618,8 +633,11 @@ class HttpJudge:
 class CommandJudge:
     """A judge program that reads the prompt on stdin and prints its verdict (e.g. ``["claude", "-p"]``).
 
-    Runs in its own process group, in ``cwd`` (None = the current directory); on timeout the
-    group is killed (SIGKILL). A timeout or non-zero exit is retried ``retries`` times.
+    Runs under :mod:`daemon.worker.guard` in its own process group, in ``cwd`` (None = the
+    current directory): the group is killed (SIGKILL) on timeout, on a stop request
+    (SIGTERM/SIGINT of nightshift, checked every :data:`JUDGE_POLL_S` seconds), on
+    :meth:`cancel`, and by the guard itself when nightshift dies. A timeout or non-zero
+    exit is retried ``retries`` times.
     """
 
     def __init__(
@@ -634,42 +652,75 @@ class CommandJudge:
         self.timeout_s = timeout_s
         self.retries = retries
         self.cwd = cwd
+        self._generation = 0
+
+    def cancel(self) -> None:
+        """Kill the calls in flight now (the evaluation ended or failed); later calls run."""
+        self._generation += 1
 
     def complete(self, prompt: str) -> str:
         """The program's stdout.
 
         Raises:
             EvaluationFailed: the program is missing, or timed out / failed on every attempt.
+            Interrupted: a stop was requested, or the calls were cancelled; the group was killed.
         """
+        from daemon import shutdown
+        from daemon.worker.common import PARENT_PID_ENV
+        from daemon.worker.guard import START_FAILED
+
+        generation = self._generation
         last = ""
         for _ in range(1 + max(0, self.retries)):
-            try:
-                proc = subprocess.Popen(
-                    self.command,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    start_new_session=True,
-                    cwd=self.cwd,
-                )
-            except OSError as exc:
-                raise EvaluationFailed(
-                    f"Judge command {self.command[0]!r} cannot be started ({exc}); install it or fix judge.command"
-                ) from exc
-            try:
-                out, err = proc.communicate(prompt, timeout=self.timeout_s)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                last = f"timed out after {self.timeout_s:g} s"
-                continue
+            self._check_stop(None, generation)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "daemon.worker.guard", *self.command],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+                cwd=self.cwd,
+                env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
+            )
+            deadline = time.monotonic() + self.timeout_s
+            pending: str | None = prompt
+            while True:
+                try:
+                    out, err = proc.communicate(pending, timeout=max(0.01, min(JUDGE_POLL_S, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    pending = None
+                    if shutdown.stop_requested() or generation != self._generation:
+                        _kill_group(proc)
+                        self._check_stop(proc, generation)
+                    if time.monotonic() >= deadline:
+                        _kill_group(proc)
+                        out, err = "", ""
+                        break
             if proc.returncode == 0:
                 return out
-            last = f"exit status {proc.returncode}: {_clip(err.strip())}"
+            if proc.returncode == 127 and START_FAILED in err:
+                raise EvaluationFailed(
+                    f"Judge command {self.command[0]!r} cannot be started ({err.strip().split(': ', 1)[-1]}); "
+                    "install it or fix judge.command"
+                )
+            if time.monotonic() >= deadline:
+                last = f"timed out after {self.timeout_s:g} s"
+            else:
+                last = f"exit status {proc.returncode}: {_clip(err.strip())}"
         raise EvaluationFailed(
             f"Judge command {' '.join(self.command)!r} failed {1 + max(0, self.retries)} time(s) "
             f"(last: {last}); run it by hand with a prompt on stdin to see why"
         )
+
+    def _check_stop(self, proc: subprocess.Popen[str] | None, generation: int) -> None:
+        from daemon import shutdown
+
+        if shutdown.stop_requested() or generation != self._generation:
+            what = f" (pid {proc.pid})" if proc is not None else ""
+            reason = shutdown.stop_reason() or "the evaluation ended"
+            raise Interrupted(f"{reason}; stopped the judge command{what}")
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

@@ -32,7 +32,8 @@ def make_cfg(state_dir: Path) -> Config:
 
 def trained_run(reg: Registry, state_dir: Path, seed: int) -> int:
     """A run in ``deciding`` with a real (tiny) safetensors adapter; returns its id."""
-    run = reg.create_run(trigger=Trigger.MANUAL, config_snapshot={}, config_path=None, profile=None, pid=None)
+    snapshot = make_cfg(state_dir).to_dict()
+    run = reg.create_run(trigger=Trigger.MANUAL, config_snapshot=snapshot, config_path=None, profile=None, pid=None)
     for st in (RunStatus.PREFLIGHT, RunStatus.TRAINING, RunStatus.EVALUATING, RunStatus.DECIDING):
         reg.transition(run.id, st)
     adapter = state_dir / "runs" / f"{run.id:04d}" / "adapter"
