@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import shutdown
-from daemon.errors import Interrupted
+from daemon.errors import Interrupted, NightshiftError
 from daemon.worker.common import PARENT_PID_ENV, write_json
 from daemon.worker.env import worker_env
 
@@ -53,9 +53,11 @@ class OutputTail:
         self._thread.start()
 
     def _pump(self) -> None:
-        try:
-            log = open(self._log_path, "ab")  # noqa: SIM115 - closed below
-        except OSError:
+        from daemon.statedir import open_private
+
+        try:  # never through a link planted at train.log
+            log = os.fdopen(open_private(self._log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
+        except (OSError, NightshiftError):
             log = None
             self.log_errors += 1
         try:

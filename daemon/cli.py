@@ -8,6 +8,7 @@ non-zero exit, in :func:`main`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -307,14 +308,20 @@ def one_line(message: str) -> str:
 
 
 def main() -> None:
-    """Console-script entry point: turns NightshiftError into ``Error: ...`` and exit 1."""
+    """Console-script entry point: turns NightshiftError into ``Error: ...`` and exit 1.
+
+    Files nightshift creates are private to the user (``umask 077``; see :mod:`daemon.statedir`).
+    """
+    os.umask(0o077)
     try:
         cli.main(standalone_mode=False)
     except Interrupted as exc:
         click.echo(f"Interrupted: {exc}", err=True)
         sys.exit(130)
     except NightshiftError as exc:
-        click.echo(f"Error: {one_line(str(exc))}", err=True)
+        from daemon.secrets import redact
+
+        click.echo(f"Error: {one_line(redact(str(exc)))}", err=True)
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)

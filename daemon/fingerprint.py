@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -46,7 +45,7 @@ def dir_sha256(directory: Path, state_dir: Path | None = None, patterns: tuple[s
     cache: dict[str, dict] | None = None
     if cache_path is not None:
         try:
-            cache = json.loads(cache_path.read_text())
+            cache = {} if cache_path.is_symlink() else json.loads(cache_path.read_text())
         except (OSError, ValueError):
             cache = {}
     files = sorted({p for pat in patterns for p in directory.glob(pat) if p.is_file()})
@@ -54,9 +53,9 @@ def dir_sha256(directory: Path, state_dir: Path | None = None, patterns: tuple[s
     for p in files:
         h.update(p.name.encode() + b"\0" + file_sha256(p, cache).encode() + b"\n")
     if cache_path is not None and cache is not None:
-        tmp = cache_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_path)
+        from daemon.statedir import write_private
+
+        write_private(cache_path, json.dumps(cache).encode("utf-8"))
     return h.hexdigest()
 
 

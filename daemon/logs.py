@@ -28,6 +28,13 @@ def log_path(state_dir: Path) -> Path:
     return Path(state_dir) / LOG_DIRNAME / LOG_FILENAME
 
 
+def _redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: secret values (:mod:`daemon.secrets`) never reach a log line."""
+    from daemon.secrets import redact
+
+    return {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
+
+
 def configure_logging(
     state_dir: Path, *, console: bool | None = None, level: int = logging.INFO
 ) -> Path:
@@ -46,10 +53,15 @@ def configure_logging(
         The path of the JSON-lines file.
 
     Raises:
-        OSError: the log directory cannot be created or the file opened.
+        StateDirError: the log directory cannot be created, or a link is planted at the file.
+        OSError: the file cannot be opened.
     """
     path = log_path(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from daemon.statedir import ensure_private_dir, planted_link_error
+
+    ensure_private_dir(path.parent)
+    if path.is_symlink():
+        raise planted_link_error(path)
     if console is None:
         console = sys.stderr.isatty()
 
@@ -58,6 +70,7 @@ def configure_logging(
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact_secrets,
     ]
     structlog.configure(
         processors=[

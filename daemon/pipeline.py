@@ -32,6 +32,7 @@ from daemon.errors import (
     PreflightFailed,
     PromotionRefused,
     RegistryError,
+    StateDirError,
 )
 from daemon.evaluate import (
     RESULT_FIELDS,
@@ -52,8 +53,10 @@ from daemon.preflight import run_preflight
 from daemon.promote import build_release, promote_release, reconcile
 from daemon.recovery import recover_state
 from daemon.registry import Registry, RunStatus, Trigger
+from daemon.registry.engine import is_disk_full
 from daemon.registry.models import Model, ModelKind
 from daemon.report import write_report
+from daemon.statedir import disk_full_hint, ensure_reserve, release_reserve
 from daemon.suite import load_suite
 from daemon.train import TrainProgress, plan_training, train_challenger
 
@@ -130,6 +133,7 @@ def run_pipeline(
     state_dir = cfg.paths.state_dir
     with locked_registry(state_dir) as (lock, registry):
         recover_state(cfg, registry)
+        ensure_reserve(state_dir)
         run = registry.create_run(
             trigger=trigger,
             config_snapshot=cfg.to_dict(),
@@ -180,19 +184,20 @@ class _Night:
             reasons = decision.reasons
             status = self.finish(decision, evals, train_result)
         except Interrupted as exc:
-            self.registry.transition(self.run_id, RunStatus.INTERRUPTED, reason=str(exc))
+            self._record_end(RunStatus.INTERRUPTED, str(exc))
             status = RunStatus.INTERRUPTED
             self._report_and_notify()
             raise
         except NightshiftError as exc:
-            self.registry.transition(self.run_id, RunStatus.FAILED, reason=str(exc))
+            self._record_end(RunStatus.FAILED, self._failure_reason(exc, str(exc)))
             self._report_and_notify()
             raise
         except Exception as exc:
-            self.registry.transition(
-                self.run_id, RunStatus.FAILED, reason=f"internal error: {type(exc).__name__}: {exc}"
-            )
+            reason = self._failure_reason(exc, f"internal error: {type(exc).__name__}: {exc}")
+            self._record_end(RunStatus.FAILED, reason)
             self._report_and_notify()
+            if is_disk_full(exc):
+                raise StateDirError(reason) from None
             raise
         finally:
             if eval_worker is not None:
@@ -200,6 +205,30 @@ class _Night:
         report = self._report_and_notify()
         log.info("run_finished", run_id=self.run_id, status=status.value)
         return RunOutcome(run_id=self.run_id, status=status, reasons=reasons, report_path=report)
+
+    def _failure_reason(self, exc: BaseException, text: str) -> str:
+        """``text``, led by "disk full (N free on ...)" when the cause was a full disk."""
+        if not is_disk_full(exc):
+            return text
+        hint = disk_full_hint(self.cfg.paths.state_dir, "no space left on device") or "disk full"
+        return text if text.startswith("disk full") else f"{hint}. {text}"
+
+    def _record_end(self, status: RunStatus, reason: str) -> None:
+        """Record how the run ended, even on a full disk: the state dir's reserve is
+        freed and the write retried once; the reason is logged whatever happens."""
+        try:
+            self.registry.transition(self.run_id, status, reason=reason)
+            return
+        except (RegistryError, OSError) as exc:
+            if not is_disk_full(exc):
+                log.error("run_end_not_recorded", run_id=self.run_id, status=status.value, reason=reason, error=str(exc))
+                return
+        release_reserve(self.cfg.paths.state_dir)
+        try:
+            self.registry.transition(self.run_id, status, reason=reason)
+            log.warning("disk_full_reserve_used", run_id=self.run_id)
+        except (RegistryError, OSError) as exc:
+            log.error("run_end_not_recorded", run_id=self.run_id, status=status.value, reason=reason, error=str(exc))
 
     def _check_stop(self, before: str) -> None:
         if shutdown.stop_requested():
@@ -232,7 +261,12 @@ class _Night:
         if throttle_s and now - self._last_progress_write < throttle_s:
             return
         self._last_progress_write = now
-        self.registry.update_run(self.run_id, progress=json.dumps(payload))
+        try:
+            self.registry.update_run(self.run_id, progress=json.dumps(payload))
+        except RegistryError as exc:  # live progress is best effort; a locked registry must not end the night
+            if is_disk_full(exc):
+                raise
+            log.warning("progress_not_recorded", run_id=self.run_id, error=str(exc))
 
     # ------------------------------------------------------------------ stages
 
@@ -290,11 +324,25 @@ class _Night:
                 throttle_s=2.0,
             )
 
+        pending: list[dict[str, Any]] = []
+
+        def on_metrics(rows: list[dict[str, Any]]) -> None:
+            # A registry locked by another process delays metrics (kept and retried), it does not
+            # end the night; a full disk does (its reason is recorded).
+            pending.extend(rows)
+            try:
+                self.registry.add_train_metrics(self.run_id, pending)
+                pending.clear()
+            except RegistryError as exc:
+                if is_disk_full(exc):
+                    raise
+                log.warning("metrics_delayed", run_id=self.run_id, rows=len(pending), error=str(exc))
+
         plan = plan_training(self.cfg, self.registry, self.run_id, clock.now())
         result = train_challenger(
             self.cfg,
             self.run_dir,
-            on_metrics=lambda rows: None if self.registry.add_train_metrics(self.run_id, rows) else None,
+            on_metrics=on_metrics,
             on_progress=on_progress,
             on_start=lambda pid: self.registry.update_run(self.run_id, log_path=str(self.run_dir / "train.log")),
             plan=plan,

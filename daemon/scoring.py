@@ -754,6 +754,9 @@ def make_judge(category: Category, *, environ: Mapping[str, str] | None = None) 
     env = os.environ if environ is None else environ
     api_key = None
     if spec.api_key_env:
+        from daemon.secrets import protect
+
+        protect([spec.api_key_env])
         api_key = env.get(spec.api_key_env)
         if not api_key:
             raise EvaluationFailed(

@@ -12,7 +12,6 @@ only prints them with ``dry_run``.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.resources
 import math
 import os
@@ -49,7 +48,8 @@ LINUX_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 class DaemonPidFile:
-    """``<state_dir>/daemon.pid``, held under ``flock`` for the daemon's lifetime.
+    """``<state_dir>/daemon.pid``, held under ``flock`` for the daemon's lifetime
+    (a :class:`daemon.lock.LockFile`).
 
     The lock makes a stale file (the daemon died, even by SIGKILL) harmless and
     refuses a second daemon on the same state directory. Removed on clean exit.
@@ -59,33 +59,20 @@ class DaemonPidFile:
     """
 
     def __init__(self, state_dir: Path) -> None:
+        from daemon.lock import LockFile
+
         self.path = Path(state_dir) / PIDFILE_NAME
-        self._fd: int | None = None
+        self._lock = LockFile(self.path, remove_on_release=True)
 
     def __enter__(self) -> DaemonPidFile:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                pid = read_daemon_pid(self.path.parent)
-                raise NightshiftError(
-                    f"The nightshift daemon is already running (pid {pid or '?'}) for state "
-                    f"directory {self.path.parent}. Stop it first (nightshift launchd uninstall, "
-                    "nightshift systemd uninstall, or kill -TERM the pid)."
-                ) from None
-            # The previous holder may have unlinked the file between our open and flock.
-            try:
-                if os.path.samestat(os.fstat(fd), os.stat(self.path)):
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        if not self._lock.acquire():
+            pid = read_daemon_pid(self.path.parent)
+            raise NightshiftError(
+                f"The nightshift daemon is already running (pid {pid or '?'}) for state "
+                f"directory {self.path.parent}. Stop it first (nightshift launchd uninstall, "
+                "nightshift systemd uninstall, or kill -TERM the pid)."
+            )
+        self._lock.write(f"{os.getpid()}\n")
         return self
 
     def __exit__(
@@ -94,10 +81,7 @@ class DaemonPidFile:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._fd is not None:
-            self.path.unlink(missing_ok=True)
-            os.close(self._fd)  # releases the flock
-            self._fd = None
+        self._lock.release()
 
 
 def read_daemon_pid(state_dir: Path) -> int | None:
@@ -106,21 +90,10 @@ def read_daemon_pid(state_dir: Path) -> int | None:
     A pidfile nobody holds the lock on (the daemon died, or the file was left
     behind) counts as not running, whatever pid it names.
     """
-    path = Path(state_dir) / PIDFILE_NAME
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    from daemon.lock import read_locked
+
+    text = (read_locked(Path(state_dir) / PIDFILE_NAME) or "").strip()
+    return int(text) if text.isdigit() else None
 
 
 # ---------------------------------------------------------------- plans

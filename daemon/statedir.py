@@ -149,3 +149,33 @@ def disk_full_hint(path: Path, text: str = "") -> str | None:
         where = f"{format_bytes(free)} free on the disk holding {path}" if free is not None else str(path)
         return f"disk full ({where}): free space and run again"
     return None
+
+
+RESERVE_FILE = ".reserve"
+RESERVE_BYTES = 4 * 1024 * 1024
+"""Space kept aside in the state dir (bytes) so a run that fills the disk can
+still record why it failed: :func:`release_reserve` frees it first."""
+
+
+def ensure_reserve(state_dir: Path) -> bool:
+    """Create ``<state_dir>/.reserve`` (:data:`RESERVE_BYTES` of zeros) when missing.
+
+    Returns:
+        True when the reserve is in place (False: no space for it now).
+    """
+    path = Path(state_dir) / RESERVE_FILE
+    if path.is_file() and not path.is_symlink() and path.stat().st_size >= RESERVE_BYTES:
+        return True
+    try:
+        write_private(path, b"\0" * RESERVE_BYTES, durable=True)
+        return True
+    except OSError:
+        return False
+
+
+def release_reserve(state_dir: Path) -> None:
+    """Delete the reserve, freeing its space for the failure record."""
+    try:
+        (Path(state_dir) / RESERVE_FILE).unlink()
+    except OSError:
+        pass

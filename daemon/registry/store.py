@@ -48,6 +48,7 @@ from daemon.registry.models import (
     TrainMetric,
     Trigger,
 )
+from daemon.secrets import redact
 
 
 class DuplicateNight(RegistryError):
@@ -205,7 +206,7 @@ class Registry:
                 raise RegistryError(f"Run {run_id} cannot go from {current.value} to {to.value}.")
             run.status = to.value
             if reason is not None:
-                run.failure_reason = reason
+                run.failure_reason = redact(reason)
             if to in FINAL_STATUSES:
                 run.finished_at = clock.now()
                 run.progress = None

@@ -58,10 +58,10 @@ def render_report(cfg: Config, registry: Registry, run_id: int) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    from daemon.statedir import ensure_private_dir, write_private
+
+    ensure_private_dir(path.parent)
+    write_private(path, text.encode("utf-8"))  # temp + rename, 0600, no planted link followed
 
 
 def write_report(cfg: Config, registry: Registry, run_id: int, *, html: bool = True) -> Path:

@@ -80,11 +80,14 @@ class JsonLines:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON atomically (temp file + rename), mode 0600, following no planted link.
+
+    Raises:
+        StateDirError: a symbolic link is planted at ``path``.
+    """
+    from daemon.statedir import write_private
+
+    write_private(Path(path), json.dumps(payload, indent=2, default=str).encode("utf-8"))
 
 
 REQUEST_POLL_S = 0.02

@@ -50,8 +50,11 @@ def blas_description() -> str:
 
 
 def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """A copy of the environment for a worker child, with OpenBLAS preloaded on Linux."""
-    env = dict(os.environ)
+    """A copy of the environment for a worker child, with OpenBLAS preloaded on Linux,
+    without secrets (API keys: :func:`daemon.secrets.without_secrets`)."""
+    from daemon.secrets import without_secrets
+
+    env = without_secrets(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["PYTHONUNBUFFERED"] = "1"
     env["HF_HUB_OFFLINE"] = "1"  # never download weights at run time
