@@ -181,6 +181,9 @@ def history(ctx: click.Context, config_path: str | None, profile: str | None, li
     cfg = load(*_inherit(ctx, config_path, profile))
     reg = Registry.open(cfg.paths.state_dir)
     try:
+        from daemon.recovery import recover_if_idle
+
+        recover_if_idle(cfg, reg)  # a dead run shows as interrupted, not "training"
         if plot:
             from daemon.report import write_index
 
@@ -225,6 +228,9 @@ def report(ctx: click.Context, run_id: int | None, config_path: str | None, prof
     cfg = load(*_inherit(ctx, config_path, profile))
     reg = Registry.open(cfg.paths.state_dir)
     try:
+        from daemon.recovery import recover_if_idle
+
+        recover_if_idle(cfg, reg)  # a dead run's report is rewritten before it is shown
         if run_id is None:
             last = reg.last_run()
             if last is None:

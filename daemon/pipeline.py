@@ -134,6 +134,9 @@ def run_pipeline(
     with locked_registry(state_dir) as (lock, registry):
         recover_state(cfg, registry)
         ensure_reserve(state_dir)
+        waiting = [r.id for r in registry.runs(limit=200) if r.status == RunStatus.AWAITING_APPROVAL.value]
+        if waiting:
+            log.warning("approval_pending", run_ids=waiting, hint="nightshift approve ID / nightshift reject ID")
         run = registry.create_run(
             trigger=trigger,
             config_snapshot=cfg.to_dict(),
