@@ -18,24 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from daemon.faults import ACTION_ENV, FAULT_ENV, READY_ENV
+from daemon.faults import ACTION_ENV, FAULT_ENV, POINTS, READY_ENV
 from daemon.registry import RunStatus
 from tests.faults.state import assert_consistent
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-NIGHT_POINTS = (
-    "stage:preflight",
-    "stage:training",
-    "stage:evaluating",
-    "stage:deciding",
-    "promote:release-built",
-    "promote:intent-written",
-    "promote:current-swapped",
-    "promote:registry-committed",
-    "promote:intent-cleared",
-    "report:written",
-)
+NIGHT_POINTS = POINTS  # every point the code declares
 
 
 def nightshift(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
