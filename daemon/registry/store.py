@@ -257,6 +257,8 @@ class Registry:
         Returns:
             The ids of the runs changed.
         """
+        if self.active_run() is None:  # a read: `status` does not queue behind a writer for nothing
+            return []
         with self._tx() as s:
             rows = list(
                 s.scalars(select(Run).where(Run.status.in_([st.value for st in ACTIVE_STATUSES])))
