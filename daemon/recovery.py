@@ -58,6 +58,7 @@ def recover_if_idle(cfg: Config, registry: Registry) -> list[RecoveryAction]:
     A read command must work on a read-only state dir and while a night runs:
     an error is logged, not raised.
     """
+    _log_to_state_dir(cfg)
     try:
         with RunLock(cfg.paths.state_dir):
             return recover_state(cfg, registry)
@@ -66,6 +67,19 @@ def recover_if_idle(cfg: Config, registry: Registry) -> list[RecoveryAction]:
     except (NightshiftError, OSError) as exc:
         log.warning("recovery skipped", error=str(exc))
         return []
+
+
+def _log_to_state_dir(cfg: Config) -> None:
+    """Send a read command's recovery events to the state dir's log (warnings also to
+    stderr), never to stdout where ``--json`` output goes."""
+    if structlog.is_configured():
+        return
+    from daemon.logs import configure_logging
+
+    try:
+        configure_logging(cfg.paths.state_dir, console=False)
+    except (NightshiftError, OSError):
+        pass
 
 
 def _rewrite_report(cfg: Config, registry: Registry, run_id: int) -> Path | None:

@@ -111,6 +111,10 @@ def make_night(
     reg.update_run(rid, decision=json.dumps(d.to_dict()))
     if outcome == "promoted":
         assert d.promote, d.reasons
+        release = cfg.paths.state_dir / "releases" / f"run-{rid:04d}"
+        release.mkdir(parents=True, exist_ok=True)  # a real release: start-up reconcile checks it
+        for name in ("adapters.safetensors", "adapter_config.json", "manifest.json"):
+            (release / name).write_text("{}")
         reg.record_promotion(run_id=rid, from_model_id=None, to_model_id=chall.id,
                              release_path=str(cfg.paths.state_dir / "releases" / f"run-{rid:04d}"),
                              reason=d.summary, decided_by="auto")

@@ -196,15 +196,15 @@ def test_report_command_html_json_and_history_plot(tmp_path: Path) -> None:
     reg.close()
     run = CliRunner().invoke(cli, ["report", "-c", str(cfg_file), "--json"])
     assert run.exit_code == 0, run.output
-    data = _json.loads(run.output)
+    data = _json.loads(run.stdout)  # stderr may carry recovery warnings
     assert data["run_id"] == rid and data["status"] == "promoted" and len(data["trend"]) == 2
     assert data["decision"]["promote"] is True and data["diffs"][0]["category"] == "math"
     run = CliRunner().invoke(cli, ["report", "1", "-c", str(cfg_file), "--html"])
     assert run.exit_code == 0, run.output
-    html_path = Path(run.output.strip())
+    html_path = Path(run.stdout.strip())
     assert html_path.name == "run-0001.html" and html_path.read_text().startswith("<!DOCTYPE html>")
     run = CliRunner().invoke(cli, ["history", "-c", str(cfg_file), "--plot"])
-    index = Path(run.output.strip())
+    index = Path(run.stdout.strip())
     assert index.name == "index.html" and 'href="run-0001.html"' in index.read_text()
     # the report of a run whose state changed after it was written is rewritten (issue 9 defect 7)
     md = Path(CliRunner().invoke(cli, ["report", "1", "-c", str(cfg_file), "--path"]).output.strip())
