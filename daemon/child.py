@@ -12,6 +12,7 @@ is reported even when the disk was too full to write the log.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -290,13 +291,7 @@ class StartedWorker:
             on_start=on_start,
         )
         self.output.join()
-        return ChildResult(
-            returncode=result.returncode,
-            duration_s=result.duration_s,
-            log_path=result.log_path,
-            timed_out=result.timed_out,
-            output_tail=tuple(self.output.last_lines()),
-        )
+        return dataclasses.replace(result, output_tail=tuple(self.output.last_lines()))
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop the child's process group if it is still running (no-op once it ended)."""
