@@ -117,7 +117,7 @@ def test_a_night_interrupted_in_training_resumes_from_its_checkpoint(demo_worksp
     path = demo_workspace / "nightshift.yaml"
     text = path.read_text().replace("  steps_per_eval: 100\n", "  steps_per_eval: 100\n  save_every: 20\n")
     path.write_text(text)
-    cfg = load_config(path)  # no profile: more iterations after the checkpoint than --profile quick
+    cfg = load_config(path)
     state = cfg.paths.state_dir
     errors: list[BaseException] = []
 
