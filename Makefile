@@ -33,7 +33,7 @@ demo: venv
 	$(BIN)/nightshift demo --workspace $(WORKSPACE)
 
 lint: venv
-	$(BIN)/ruff check daemon tests benchmarks migrations tools
+	$(BIN)/ruff check daemon tests benchmarks tools
 
 typecheck: venv
 	$(BIN)/mypy daemon

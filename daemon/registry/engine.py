@@ -12,6 +12,7 @@ into one sentence that says what to do.
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ REGISTRY_FILENAME = "registry.sqlite"
 BUSY_TIMEOUT_MS = 30_000
 """How long a connection waits for another writer before failing (milliseconds)."""
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_PACKAGE = "daemon.migrations"
+"""The Alembic script directory ships inside the package (env.py, versions/), so a
+wheel or a non-editable install finds it wherever it is installed."""
 
 
 def make_engine(db_path: Path, *, read_only: bool = False) -> Engine:
@@ -123,14 +126,24 @@ def describe_db_error(db_path: Path, exc: BaseException) -> str:
     return f"Registry {db_path}: {type(orig).__name__}: {text}. Check the state dir and run again."
 
 
-def _alembic_config() -> AlembicConfig:
-    if not (MIGRATIONS_DIR / "env.py").is_file():
+def migrations_dir() -> Path:
+    """The directory of the Alembic environment, found through the installed package.
+
+    Raises:
+        RegistryError: the package was installed without its migrations (a broken build).
+    """
+    path = Path(str(resources.files(MIGRATIONS_PACKAGE)))
+    if not (path / "env.py").is_file():
         raise RegistryError(
-            f"Alembic migrations not found at {MIGRATIONS_DIR}; install nightshift from a "
-            "checkout with `pip install -e .` (make demo does this)."
+            f"Alembic migrations not found at {path}: this nightshift install is incomplete; "
+            "reinstall it (`pip install --force-reinstall nightshift`, or `pip install .` from a checkout)."
         )
+    return path
+
+
+def _alembic_config() -> AlembicConfig:
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     return cfg
 
 

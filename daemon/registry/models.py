@@ -1,7 +1,7 @@
 """SQLAlchemy 2.0 ORM models of the registry.
 
 The schema is created and upgraded only by the Alembic migrations in
-``migrations/``; these classes must match the latest migration (a test checks
+``daemon/migrations/``; these classes must match the latest migration (a test checks
 this with Alembic's autogenerate comparison).
 """
 
