@@ -10,33 +10,21 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from daemon.config import Config, load_config, resolve_config_path, resolve_profile
-from daemon.errors import ConfigError, Interrupted, NightshiftError
+from daemon.commands.common import (
+    CONTEXT_SETTINGS,
+    NightshiftGroup,
+    config_options,
+    load,
+)
+from daemon.config import CONFIG_ENV, default_config_path, resolve_config_path, resolve_profile
+from daemon.errors import ConfigError, NightshiftError
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
-
-
-def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``-c/--config PATH`` and ``--profile NAME`` (env: NIGHTSHIFT_CONFIG, NIGHTSHIFT_PROFILE)."""
-    func = click.option(
-        "--profile", default=None, help="Profile from the config's `profiles:` (else $NIGHTSHIFT_PROFILE)."
-    )(func)
-    return click.option(
-        "-c", "--config", "config_path", default=None, metavar="PATH",
-        help="Config file (else $NIGHTSHIFT_CONFIG, else the user config dir).",
-    )(func)
-
-
-def load(config_path: str | None, profile: str | None) -> Config:
-    """Resolve and load the config for a command."""
-    return load_config(resolve_config_path(config_path), resolve_profile(profile))
-
+__all__ = ["cli", "config_options", "load", "main"]
 
 class TerminalProgress:
     """Stage lines plus a one-line live bar on a TTY; without one (a log file), one plain line
@@ -125,15 +113,19 @@ def _run_now(config_path: str | None, profile: str | None, force: bool = False) 
             click.echo(f"html report: {html}")
 
 
-@click.group(context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
+@click.group(
+    cls=NightshiftGroup,
+    context_settings=CONTEXT_SETTINGS,
+    invoke_without_command=True,
+    epilog=f"Config file: -c PATH, else ${CONFIG_ENV}, else {default_config_path()}. "
+    "-c and --profile work before or after the command name.",
+)
 @click.option("--run-now", is_flag=True, help="Run one pipeline now (same as `nightshift run-now`).")
 @config_options
 @click.version_option(package_name="nightshift")
 @click.pass_context
 def cli(ctx: click.Context, run_now: bool, config_path: str | None, profile: str | None) -> None:
     """nightshift: nightly LoRA training that never promotes a worse model."""
-    ctx.ensure_object(dict)
-    ctx.obj["config_path"], ctx.obj["profile"] = config_path, profile
     if run_now:
         if ctx.invoked_subcommand is not None:
             raise click.UsageError("--run-now cannot be combined with a command.")
@@ -142,29 +134,22 @@ def cli(ctx: click.Context, run_now: bool, config_path: str | None, profile: str
         click.echo(ctx.get_help())
 
 
-def _inherit(ctx: click.Context, config_path: str | None, profile: str | None) -> tuple[str | None, str | None]:
-    obj = ctx.find_root().obj or {}
-    return config_path or obj.get("config_path"), profile or obj.get("profile")
-
-
 @cli.command("run-now")
 @config_options
 @click.option("--force", is_flag=True, help="Train even when nothing changed since the champion's run.")
-@click.pass_context
-def run_now_cmd(ctx: click.Context, config_path: str | None, profile: str | None, force: bool) -> None:
+def run_now_cmd(config_path: str | None, profile: str | None, force: bool) -> None:
     """Run one pipeline now: preflight, train, evaluate, decide, promote, report."""
-    _run_now(*_inherit(ctx, config_path, profile), force=force)
+    _run_now(config_path, profile, force=force)
 
 
 @cli.command()
 @config_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.pass_context
-def status(ctx: click.Context, config_path: str | None, profile: str | None, as_json: bool) -> None:
+def status(config_path: str | None, profile: str | None, as_json: bool) -> None:
     """Champion, last run, the run in progress, the daemon and the next run."""
     from daemon.status import collect_status, render_status
 
-    data = collect_status(load(*_inherit(ctx, config_path, profile)))
+    data = collect_status(load(config_path, profile))
     click.echo(json.dumps(data, indent=2, default=str) if as_json else render_status(data))
 
 
@@ -173,12 +158,11 @@ def status(ctx: click.Context, config_path: str | None, profile: str | None, as_
 @click.option("-n", "--limit", default=20, show_default=True, help="How many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--plot", is_flag=True, help="Write the HTML index of every night (trend plot, report links); print its path.")
-@click.pass_context
-def history(ctx: click.Context, config_path: str | None, profile: str | None, limit: int, as_json: bool, plot: bool) -> None:
+def history(config_path: str | None, profile: str | None, limit: int, as_json: bool, plot: bool) -> None:
     """Recent runs, newest first."""
     from daemon.registry import Registry
 
-    cfg = load(*_inherit(ctx, config_path, profile))
+    cfg = load(config_path, profile)
     reg = Registry.open(cfg.paths.state_dir)
     try:
         from daemon.recovery import recover_if_idle
@@ -218,14 +202,13 @@ def history(ctx: click.Context, config_path: str | None, profile: str | None, li
 @click.option("--html", "as_html", is_flag=True, help="Write the HTML report (plots, trend, sample diffs) and print its path.")
 @click.option("--open", "open_it", is_flag=True, help="Open the HTML report in the browser.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report's content as JSON.")
-@click.pass_context
-def report(ctx: click.Context, run_id: int | None, config_path: str | None, profile: str | None, path_only: bool,
+def report(run_id: int | None, config_path: str | None, profile: str | None, path_only: bool,
            as_html: bool, open_it: bool, as_json: bool) -> None:
     """Print the morning report of RUN_ID (default: the last run)."""
     from daemon.registry import Registry
     from daemon.report import ensure_report, html_report_path, report_json
 
-    cfg = load(*_inherit(ctx, config_path, profile))
+    cfg = load(config_path, profile)
     reg = Registry.open(cfg.paths.state_dir)
     try:
         from daemon.recovery import recover_if_idle
@@ -249,10 +232,10 @@ def report(ctx: click.Context, run_id: int | None, config_path: str | None, prof
     click.echo(str(path) if path_only or as_html or open_it else path.read_text(encoding="utf-8"))
 
 
-def _decide_manually(ctx: click.Context, run_id: int, config_path: str | None, profile: str | None, approve: bool, who: str | None) -> None:
+def _decide_manually(run_id: int, config_path: str | None, profile: str | None, approve: bool, who: str | None) -> None:
     from daemon.pipeline import finish_manual_decision
 
-    cfg = load(*_inherit(ctx, config_path, profile))
+    cfg = load(config_path, profile)
     outcome = finish_manual_decision(cfg, run_id, approve=approve, decided_by=who)
     click.echo(f"run {run_id}: {outcome}")
 
@@ -261,20 +244,18 @@ def _decide_manually(ctx: click.Context, run_id: int, config_path: str | None, p
 @click.argument("run_id", type=int)
 @config_options
 @click.option("--by", "who", default=None, help="Who decided (default: the login name).")
-@click.pass_context
-def approve(ctx: click.Context, run_id: int, config_path: str | None, profile: str | None, who: str | None) -> None:
+def approve(run_id: int, config_path: str | None, profile: str | None, who: str | None) -> None:
     """Promote a run awaiting approval (promotion.policy: manual)."""
-    _decide_manually(ctx, run_id, config_path, profile, True, who)
+    _decide_manually(run_id, config_path, profile, True, who)
 
 
 @cli.command()
 @click.argument("run_id", type=int)
 @config_options
 @click.option("--by", "who", default=None, help="Who decided (default: the login name).")
-@click.pass_context
-def reject(ctx: click.Context, run_id: int, config_path: str | None, profile: str | None, who: str | None) -> None:
+def reject(run_id: int, config_path: str | None, profile: str | None, who: str | None) -> None:
     """Reject a run awaiting approval; the champion stays."""
-    _decide_manually(ctx, run_id, config_path, profile, False, who)
+    _decide_manually(run_id, config_path, profile, False, who)
 
 
 @cli.command()
@@ -307,33 +288,10 @@ def _register_optional_commands() -> None:
 _register_optional_commands()
 
 
-def one_line(message: str) -> str:
-    """Fold a multi-line error into one line (``; ``-separated)."""
-    parts = [p.strip().lstrip("- ").strip() for p in message.splitlines()]
-    return "; ".join(p for p in parts if p).replace(":;", ":")
-
-
 def main() -> None:
-    """Console-script entry point: turns NightshiftError into ``Error: ...`` and exit 1.
+    """Console-script entry point (errors are printed by :class:`NightshiftGroup`).
 
     Files nightshift creates are private to the user (``umask 077``; see :mod:`daemon.statedir`).
     """
     os.umask(0o077)
-    try:
-        cli.main(standalone_mode=False)
-    except Interrupted as exc:
-        click.echo(f"Interrupted: {exc}", err=True)
-        sys.exit(130)
-    except NightshiftError as exc:
-        from daemon.secrets import redact
-
-        click.echo(f"Error: {one_line(redact(str(exc)))}", err=True)
-        sys.exit(1)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+    cli.main(prog_name="nightshift")

@@ -8,3 +8,33 @@ from datetime import UTC, datetime
 def now() -> datetime:
     """Current time as an aware UTC datetime."""
     return datetime.now(UTC)
+
+
+def local_text(when: datetime | None, *, seconds: bool = False) -> str:
+    """``when`` for people: the machine's local time, no microseconds (``2026-12-02 01:00 CET``).
+
+    JSON output keeps UTC ISO 8601; this is for terminal lines and tables only.
+    A naive ``when`` is taken to be UTC (the registry stores UTC). ``None`` -> ``"-"``.
+    """
+    if when is None:
+        return "-"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    local = when.astimezone()
+    text = local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+    zone = local.strftime("%Z")
+    return f"{text} {zone}" if zone else text
+
+
+def duration_text(seconds: float | None) -> str:
+    """A duration for people: ``42s``, ``3m05s``, ``2h07m``; ``None`` -> ``"-"``."""
+    if seconds is None:
+        return "-"
+    total = max(0, round(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -514,11 +514,14 @@ class Daemon:
         log.error("job crashed", job=event.job_id, error=repr(event.exception), traceback=event.traceback)
         shutdown.request_stop(self._job_error)
 
-    def serve(self) -> int:
+    def serve(self, on_started: Callable[[datetime | None], None] | None = None) -> int:
         """Schedule the jobs and loop until a stop is requested.
 
         Call from the main thread after :meth:`recover`; install the signal
         handlers first (see :func:`run_daemon`).
+
+        Args:
+            on_started: called once the jobs are scheduled, with the next nightly run's time.
 
         Returns:
             0 after a requested stop, 1 when a job crashed.
@@ -555,6 +558,8 @@ class Daemon:
             modules_loaded=len(sys.modules),
             mlx_loaded=_mlx_loaded(),
         )
+        if on_started is not None:
+            on_started(nxt)
         try:
             while not shutdown.stop_requested():
                 self.tick(clock.now())
@@ -608,12 +613,16 @@ def _mlx_loaded() -> bool:
     return any(m == "mlx" or m.startswith("mlx.") for m in sys.modules)
 
 
-def run_daemon(cfg: Config) -> int:
+def run_daemon(cfg: Config, on_started: Callable[[datetime | None], None] | None = None) -> int:
     """Run the scheduler in the foreground until SIGTERM/SIGINT (``nightshift start``).
 
     Writes ``<state_dir>/daemon.pid``, marks runs abandoned by a previous
     process ``interrupted``, catches up a missed night inside the grace
     window, then runs each night at the cron time.
+
+    Args:
+        on_started: called with the next nightly run's time once the daemon
+            holds its pidfile and has scheduled its jobs (the startup line).
 
     Returns:
         The exit status: 0 after a signal, 1 when a job crashed.
@@ -639,7 +648,7 @@ def run_daemon(cfg: Config) -> int:
         previous = install_signal_handlers()
         try:
             daemon.recover()
-            return daemon.serve()
+            return daemon.serve(on_started)
         finally:
             restore_signal_handlers(previous)
 

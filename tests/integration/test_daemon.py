@@ -175,6 +175,11 @@ def test_daemon_starts_refuses_a_second_and_stops_cleanly(
 
     os.kill(proc.pid, sig)
     assert proc.wait(timeout=30) == 0
+    # `nightshift start` printed nothing at all: now one startup line says where everything is
+    assert proc.stdout is not None
+    first_line = proc.stdout.readline()
+    assert first_line.startswith(f"nightshift started: pid {proc.pid}, config {config.resolve()}, next run 20")
+    assert first_line.rstrip().endswith(f", log {state.resolve() / 'logs' / 'nightshift.jsonl'}")
     assert not (state / PIDFILE_NAME).exists()
     assert schedule_status(cfg, datetime.now(UTC))["daemon"] == {"running": False, "pid": None}
     stopped = [e for e in log_events(state) if e.get("event") == "daemon stopped"]

@@ -1,15 +1,19 @@
-"""CLI surface: every command has help; the CLI process never imports mlx."""
+"""CLI surface: every command has help and honours -c/--profile in either position; one error path;
+the CLI process never imports mlx."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from daemon.cli import cli
+from daemon.config import default_config_path
+from daemon.errors import ConfigError, NightshiftError
 
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -19,6 +23,109 @@ def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple
         if isinstance(cmd, click.Group):
             out.extend(all_commands(cmd, (*prefix, name)))
     return out
+
+
+def leaf_commands() -> list[tuple[tuple[str, ...], click.Command]]:
+    """Every runnable command (not groups), found by walking the group: new commands are covered."""
+    out = []
+    for path in all_commands(cli):
+        cmd: click.Command = cli
+        for name in path:
+            cmd = cmd.commands[name]  # type: ignore[attr-defined]
+        if not isinstance(cmd, click.Group):
+            out.append((path, cmd))
+    return out
+
+
+# Commands that read no config file, and why. Anything else must take `config_options`.
+READS_NO_CONFIG = {
+    ("demo",): "writes its own config into the workspace",
+    ("data", "clean"): "a file-to-file tool",
+}
+# Commands that take the option set but only use --profile (it names the installed service).
+PROFILE_ONLY = {("launchd", "uninstall"), ("launchd", "status"), ("systemd", "uninstall"), ("systemd", "status")}
+
+
+def required_args(cmd: click.Command, tmp_path: Path) -> list[str]:
+    """A plausible value for each required positional argument."""
+    values = []
+    for param in cmd.params:
+        if isinstance(param, click.Argument) and param.required:
+            values.append("1" if isinstance(param.type, click.types.IntParamType) else str(tmp_path))
+    return values
+
+
+@pytest.mark.parametrize(("path", "cmd"), leaf_commands(), ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_every_command_honours_config_before_and_after_its_name(
+    path: tuple[str, ...], cmd: click.Command, tmp_path: Path
+) -> None:
+    """`nightshift -c FILE start` (and launchd/systemd install) loaded the default config instead of FILE."""
+    if path in READS_NO_CONFIG:
+        assert not any(p.name == "config_path" for p in cmd.params), f"{path} takes -c: drop it from READS_NO_CONFIG"
+        return
+    assert any(p.name == "config_path" for p in cmd.params), (
+        f"`nightshift {' '.join(path)}` has no -c/--profile: decorate it with daemon.commands.common.config_options"
+    )
+    runner = CliRunner()
+    args = required_args(cmd, tmp_path)
+    if path in PROFILE_ONLY:
+        before = runner.invoke(cli, ["--profile", "night2", *path, *args, "--dry-run"])
+        after = runner.invoke(cli, [*path, *args, "--dry-run", "--profile", "night2"])
+        plain = runner.invoke(cli, [*path, *args, "--dry-run"])
+        assert before.exit_code == after.exit_code == 0, before.output + after.output
+        assert "night2" in before.output and before.output == after.output != plain.output
+        return
+    missing = tmp_path / "given.yaml"
+    for argv in (["-c", str(missing), *path, *args], [*path, *args, "-c", str(missing)]):
+        result = runner.invoke(cli, argv)
+        assert result.exit_code == 1, (argv, result.output)
+        assert result.output.startswith(f"Error: Config file not found: {missing}."), (argv, result.output)
+
+
+def test_profile_given_before_the_command_reaches_it(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("paths:\n  state_dir: st\nprofiles:\n  small: {training: {iters: 5}}\n")
+    for argv in (["-c", str(config), "--profile", "nope", "status"], ["status", "-c", str(config), "--profile", "nope"]):
+        result = CliRunner().invoke(cli, argv)
+        assert result.exit_code == 1
+        assert result.output == f"Error: Unknown profile 'nope' in {config} (profiles: small).\n"
+
+
+def test_help_shows_the_config_directory() -> None:
+    """`--help` did not show the config directory the README points to."""
+    result = CliRunner().invoke(cli, ["--help"])
+    assert str(default_config_path()) in " ".join(result.output.split())
+    result = CliRunner().invoke(cli, ["status", "--help"])
+    assert str(default_config_path()) in " ".join(result.output.split())
+
+
+def test_several_problems_are_one_line_plus_an_indented_list() -> None:
+    @cli.command("boom-test")
+    def boom() -> None:
+        raise ConfigError("Invalid config x.yaml: 3 problem(s)", ["a: bad", "b: " + "v" * 5000, "c: bad"])
+
+    try:
+        result = CliRunner().invoke(cli, ["boom-test"])
+    finally:
+        cli.commands.pop("boom-test")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0] == "Error: Invalid config x.yaml: 3 problem(s)"
+    assert lines[1] == "  - a: bad" and lines[3] == "  - c: bad"
+    assert len(lines) == 4 and len(lines[2]) < 500 and lines[2].endswith("(5,003 characters in all)")
+
+
+def test_a_nightshift_error_in_a_group_without_options_is_one_error_line() -> None:
+    @cli.command("boom-test")
+    def boom() -> None:
+        raise NightshiftError("it broke\n  - here\n  - there")
+
+    try:
+        result = CliRunner().invoke(cli, ["boom-test"])
+    finally:
+        cli.commands.pop("boom-test")
+    assert result.exit_code == 1
+    assert result.output == "Error: it broke\n  - here\n  - there\n"
 
 
 @pytest.mark.parametrize("path", all_commands(cli))
