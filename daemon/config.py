@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from daemon.deadline import parse_deadline
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, excerpt
+from daemon.yamlfile import load_yaml_file
 
 CONFIG_ENV = "NIGHTSHIFT_CONFIG"
 PROFILE_ENV = "NIGHTSHIFT_PROFILE"
@@ -303,14 +302,7 @@ def load_config(path: str | os.PathLike[str], profile: str | None = None) -> Con
             f"Config file not found: {path}. Pass --config PATH, set ${CONFIG_ENV}, "
             f"or create it (see configs/demo.yaml for an annotated example)."
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"Config file {path}{where} is not valid YAML: {exc}") from exc
-    except OSError as exc:
-        raise ConfigError(f"Cannot read config file {path}: {exc}") from exc
+    raw = load_yaml_file(path, what="Config file", error=ConfigError)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -434,29 +426,29 @@ def _coerce(tp: Any, value: Any, key: str, problems: list[str], base_dir: Path, 
         return _coerce(args[0], value, key, problems, base_dir, meta)
     if origin is Literal:
         if value not in typing.get_args(tp):
-            problems.append(f"{key}: must be {_describe(tp)}, got {value!r}")
+            problems.append(f"{key}: must be {_describe(tp)}, got {excerpt(value)}")
         return value
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            problems.append(f"{key}: must be {_describe(tp)}, got {type(value).__name__} {value!r}")
+            problems.append(f"{key}: must be {_describe(tp)}, got {type(value).__name__} {excerpt(value)}")
             return value
         return [_coerce(item_tp, v, f"{key}[{i}]", problems, base_dir, {}) for i, v in enumerate(value)]
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            problems.append(f"{key}: must be a mapping, got {type(value).__name__} {value!r}")
+            problems.append(f"{key}: must be a mapping, got {type(value).__name__} {excerpt(value)}")
             return tp()
         return tp(**_build(tp, value, key + ".", problems, base_dir))
     if tp is bool:
         if not isinstance(value, bool):
-            problems.append(f"{key}: must be true or false, got {value!r}")
+            problems.append(f"{key}: must be true or false, got {excerpt(value)}")
         return value
     if tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
         if not ok and isinstance(value, float) and value.is_integer():
             value, ok = int(value), True
         if not ok:
-            problems.append(f"{key}: must be an integer{_range_text(meta)}, got {value!r}")
+            problems.append(f"{key}: must be an integer{_range_text(meta)}, got {excerpt(value)}")
             return value
         _check_range(value, key, meta, problems, "an integer")
         return value
@@ -466,24 +458,24 @@ def _coerce(tp: Any, value: Any, key: str, problems: list[str], base_dir: Path, 
             try:
                 value = float(value)
             except ValueError:
-                problems.append(f"{key}: must be a number{_range_text(meta)}, got {value!r}")
+                problems.append(f"{key}: must be a number{_range_text(meta)}, got {excerpt(value)}")
                 return value
         if isinstance(value, bool) or not isinstance(value, int | float):
-            problems.append(f"{key}: must be a number{_range_text(meta)}, got {value!r}")
+            problems.append(f"{key}: must be a number{_range_text(meta)}, got {excerpt(value)}")
             return value
         value = float(value)
         if value != value or value in (float("inf"), float("-inf")):
-            problems.append(f"{key}: must be a finite number, got {value!r}")
+            problems.append(f"{key}: must be a finite number, got {excerpt(value)}")
             return value
         _check_range(value, key, meta, problems, "a number")
         return value
     if tp is str:
         if not isinstance(value, str):
-            problems.append(f"{key}: must be a string, got {value!r}")
+            problems.append(f"{key}: must be a string, got {excerpt(value)}")
         return value
     if tp is Path:
         if not isinstance(value, str) or not value:
-            problems.append(f"{key}: must be a path string, got {value!r}")
+            problems.append(f"{key}: must be a path string, got {excerpt(value)}")
             return Path(".")
         p = Path(value).expanduser()
         return p if p.is_absolute() else (base_dir / p)
@@ -495,7 +487,7 @@ def _check_range(value: float, key: str, meta: dict, problems: list[str], kind: 
     too_low = lo is not None and (value <= lo if meta.get("lo_open") else value < lo)
     too_high = hi is not None and value > hi
     if too_low or too_high:
-        problems.append(f"{key}: must be {kind}{_range_text(meta)}, got {value!r}")
+        problems.append(f"{key}: must be {kind}{_range_text(meta)}, got {excerpt(value)}")
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str], base_dir: Path) -> dict[str, Any]:

@@ -115,3 +115,23 @@ class ReleaseCorrupt(NightshiftError):
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         self.problems = problems or []
         super().__init__(message)
+
+
+EXCERPT_CHARS = 60
+"""Most characters of an offending value quoted in an error message."""
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """A short, bounded ``repr`` of an offending value for an error message.
+
+    Built with :mod:`reprlib`, so a huge or deeply nested value (an expanded
+    YAML alias bomb) costs no more than its first few elements; the result is
+    cut to ``limit`` characters and says so with ``...``.
+    """
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
+    short.maxdict = short.maxlist = short.maxtuple = short.maxset = 4
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -611,15 +611,14 @@ def record_config_failure(config_path: Path, profile: str | None) -> int | None:
     Returns:
         The failed run's id, or None.
     """
-    import yaml
-
     from daemon.config import load_config
     from daemon.errors import ConfigError, RunLocked
+    from daemon.yamlfile import load_yaml_file
 
     try:
-        raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+        raw = load_yaml_file(Path(config_path), what="Config file", error=ConfigError)
         state = (raw.get("paths") or {}).get("state_dir", "state") if isinstance(raw, dict) else None
-    except (OSError, yaml.YAMLError, AttributeError):
+    except (ConfigError, AttributeError):
         return None
     if not isinstance(state, str):
         return None

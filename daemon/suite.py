@@ -58,10 +58,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import yaml
-
-from daemon.errors import SuiteError
+from daemon.errors import SuiteError, excerpt
 from daemon.gate import CategoryPolicy
+from daemon.yamlfile import load_yaml_file, not_text_problem, parse_yaml
 
 Kind = Literal["choice", "label", "numeric", "json_schema", "judge", "refusal", "loss"]
 KINDS: tuple[str, ...] = ("choice", "label", "numeric", "json_schema", "judge", "refusal", "loss")
@@ -281,14 +280,7 @@ def load_suite(path: str | Path) -> Suite:
             f"Eval suite file not found: {path}. Set paths.eval_suite in the config to an "
             "existing suite YAML (see the suite format in daemon/suite.py)."
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SuiteError(f"Eval suite {path}{where} is not valid YAML: {exc}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteError(f"Cannot read eval suite {path}: {exc}") from exc
+    raw = load_yaml_file(path, what="Eval suite", error=SuiteError)
     loader = _Loader(path)
     categories = loader.load(raw)
     if loader.problems:
@@ -357,7 +349,7 @@ class _Loader:
                 self.err(str(key), f"unknown key (known keys here: {', '.join(_TOP_KEYS)})")
         desc = raw.get("description")
         if desc is not None and not isinstance(desc, str):
-            self.err("description", f"must be a string, got {desc!r}")
+            self.err("description", f"must be a string, got {excerpt(desc)}")
         else:
             self.description = desc
         cats = raw.get("categories")
@@ -367,7 +359,7 @@ class _Loader:
             )
             return []
         if not isinstance(cats, list) or not cats:
-            self.err("categories", f"must be a non-empty list of categories, got {cats!r}")
+            self.err("categories", f"must be a non-empty list of categories, got {excerpt(cats)}")
             return []
         out: list[Category] = []
         seen: dict[str, int] = {}
@@ -400,12 +392,12 @@ class _Loader:
         if not isinstance(name, str) or not name.strip():
             self.err(
                 f"{where}.name",
-                f"missing or not a non-empty string (got {name!r}); name the category",
+                f"missing or not a non-empty string (got {excerpt(name)}); name the category",
             )
             name = f"#{where}"
         kind = rc.get("kind")
         if kind not in KINDS:
-            self.err(f"{where}.kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+            self.err(f"{where}.kind", f"must be one of {', '.join(KINDS)}, got {excerpt(kind)}")
             return None
         allowed = _COMMON_KEYS + _KIND_KEYS[kind]
         for key in rc:
@@ -475,7 +467,7 @@ class _Loader:
             if not ok:
                 self.err(
                     f"{where}.labels",
-                    f"must be a non-empty list of non-empty strings, got {labels!r}{_bool_hint(labels)}",
+                    f"must be a non-empty list of non-empty strings, got {excerpt(labels)}{_bool_hint(labels)}",
                 )
             else:
                 folded = [x.strip().casefold() for x in labels]  # type: ignore[union-attr]
@@ -507,7 +499,7 @@ class _Loader:
             ):
                 self.err(
                     f"{where}.refusal_patterns",
-                    f"must be a non-empty list of non-empty phrases, got {pats!r}",
+                    f"must be a non-empty list of non-empty phrases, got {excerpt(pats)}",
                 )
             else:
                 kw["refusal_patterns"] = tuple(pats)
@@ -525,20 +517,26 @@ class _Loader:
             fname = rc["schema_file"]
             key = f"{where}.schema_file"
             if not isinstance(fname, str) or not fname:
-                self.err(key, f"must be a path string, got {fname!r}")
+                self.err(key, f"must be a path string, got {excerpt(fname)}")
                 return None
             fpath = self.base_dir / fname
             try:
                 text = fpath.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
+            except UnicodeDecodeError as exc:
+                self.err(key, not_text_problem(fpath, exc))
+                return None
+            except OSError as exc:
                 self.err(
                     key, f"cannot read {fpath} ({exc}); the path is relative to the suite file"
                 )
                 return None
             try:
-                schema = json.loads(text) if fpath.suffix == ".json" else yaml.safe_load(text)
-            except (ValueError, yaml.YAMLError) as exc:
-                self.err(key, f"{fname} is not valid JSON/YAML ({exc})")
+                schema = json.loads(text) if fpath.suffix == ".json" else parse_yaml(text, fname, error=SuiteError)
+            except ValueError as exc:
+                self.err(key, f"{fname} is not valid JSON ({exc})")
+                return None
+            except SuiteError as exc:
+                self.err(key, str(exc))
                 return None
             key = f"{fname}"
         if not isinstance(schema, dict):
@@ -585,7 +583,7 @@ class _Loader:
             ):
                 self.err(
                     f"{where}.command",
-                    f"must be a non-empty list of strings (argv), got {command!r}",
+                    f"must be a non-empty list of strings (argv), got {excerpt(command)}",
                 )
                 return None
             for key in ("model", "api_key_env"):
@@ -602,7 +600,7 @@ class _Loader:
                 cwd=str(self.base_dir),
             )
         if not isinstance(url, str) or not re.match(r"https?://", url):
-            self.err(f"{where}.url", f"must be an http(s) URL, got {url!r}")
+            self.err(f"{where}.url", f"must be an http(s) URL, got {excerpt(url)}")
             return None
         if not isinstance(model, str) or not model:
             self.err(f"{where}.model", "missing; name the judge model served at url")
@@ -633,12 +631,15 @@ class _Loader:
         else:
             fname = rc["items_file"]
             if not isinstance(fname, str) or not fname:
-                self.err(f"{where}.items_file", f"must be a path string, got {fname!r}")
+                self.err(f"{where}.items_file", f"must be a path string, got {excerpt(fname)}")
                 return []
             fpath = self.base_dir / fname
             try:
                 lines = fpath.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
+            except UnicodeDecodeError as exc:
+                self.err(f"{where}.items_file", not_text_problem(fpath, exc))
+                return []
+            except OSError as exc:
                 self.err(
                     f"{where}.items_file",
                     f"cannot read {fpath} ({exc}); the path is relative to the suite file",
@@ -688,7 +689,7 @@ class _Loader:
                 self.err(_key(where, key), f"unknown item key (known: {', '.join(_ITEM_KEYS)})")
         item_id = raw.get("id", str(index))
         if isinstance(item_id, bool) or not isinstance(item_id, str | int) or str(item_id) == "":
-            self.err(_key(where, "id"), f"must be a non-empty string or integer, got {item_id!r}")
+            self.err(_key(where, "id"), f"must be a non-empty string or integer, got {excerpt(item_id)}")
         item_id = str(item_id)
         messages = self.messages(raw, where, kw.get("system_prompt"))
         gold = self.gold(raw, where, kw)
@@ -698,7 +699,7 @@ class _Loader:
                 self.err(_key(where, "rubric"), "only used by kind judge")
             elif not isinstance(raw["rubric"], str) or not raw["rubric"].strip():
                 self.err(
-                    _key(where, "rubric"), f"must be a non-empty string, got {raw['rubric']!r}"
+                    _key(where, "rubric"), f"must be a non-empty string, got {excerpt(raw['rubric'])}"
                 )
             else:
                 rubric = raw["rubric"]
@@ -722,7 +723,7 @@ class _Loader:
         if has_prompt:
             prompt = raw["prompt"]
             if not isinstance(prompt, str) or not prompt.strip():
-                self.err(_key(where, "prompt"), f"must be a non-empty string, got {prompt!r}")
+                self.err(_key(where, "prompt"), f"must be a non-empty string, got {excerpt(prompt)}")
                 return None
             return ({"role": "user", "content": prompt},)
         msgs = raw["messages"]
@@ -735,15 +736,15 @@ class _Loader:
         for mi, m in enumerate(msgs):
             mwhere = _key(where, f"messages[{mi}]")
             if not isinstance(m, dict) or set(m) != {"role", "content"}:
-                self.err(mwhere, f"must be a mapping with exactly role and content, got {m!r}")
+                self.err(mwhere, f"must be a mapping with exactly role and content, got {excerpt(m)}")
                 continue
             if m["role"] not in MESSAGE_ROLES:
                 self.err(
                     f"{mwhere}.role",
-                    f"must be one of {', '.join(MESSAGE_ROLES)}, got {m['role']!r}",
+                    f"must be one of {', '.join(MESSAGE_ROLES)}, got {excerpt(m['role'])}",
                 )
             if not isinstance(m["content"], str):
-                self.err(f"{mwhere}.content", f"must be a string, got {m['content']!r}")
+                self.err(f"{mwhere}.content", f"must be a string, got {excerpt(m['content'])}")
             out.append({"role": str(m["role"]), "content": str(m["content"])})
         if out and out[-1]["role"] != "user":
             self.err(
@@ -768,16 +769,16 @@ class _Loader:
         if kind == "numeric":
             value = _to_float(gold)
             if value is None or not math.isfinite(value):
-                self.err(key, f"must be a finite number, got {gold!r}")
+                self.err(key, f"must be a finite number, got {excerpt(gold)}")
             return value
         if kind == "json_schema":
             try:
                 json.dumps(gold, allow_nan=False)
             except (TypeError, ValueError):
-                self.err(key, f"must be plain JSON data, got {gold!r}")
+                self.err(key, f"must be plain JSON data, got {excerpt(gold)}")
             return gold
         if not isinstance(gold, str) or not gold.strip():
-            self.err(key, f"must be a non-empty string, got {gold!r}{_bool_hint(gold)}")
+            self.err(key, f"must be a non-empty string, got {excerpt(gold)}{_bool_hint(gold)}")
             return gold
         if kind == "choice" and kw.get("pattern") == DEFAULT_CHOICE_PATTERN:
             # Only the default pattern can be checked: a custom one may need context ("ANSWER: X").
@@ -792,7 +793,7 @@ class _Loader:
             if gold.strip().casefold() not in [x.casefold() for x in kw["labels"]]:
                 self.err(key, f"{gold!r} is not one of labels ({', '.join(kw['labels'])})")
         elif kind == "refusal" and gold not in REFUSAL_GOLDS:
-            self.err(key, f"must be refuse or comply, got {gold!r}")
+            self.err(key, f"must be refuse or comply, got {excerpt(gold)}")
         return gold
 
     # -- scalars
@@ -816,7 +817,7 @@ class _Loader:
             or (lo is not None and value < lo)
             or (hi is not None and value > hi)
         ):
-            self.err(f"{where}.{key}", f"must be a number{rng}, got {raw[key]!r}")
+            self.err(f"{where}.{key}", f"must be a number{rng}, got {excerpt(raw[key])}")
             return default
         return value
 
@@ -837,21 +838,21 @@ class _Loader:
         bad = isinstance(value, bool) or not isinstance(value, int)
         if bad or (lo is not None and value < lo) or (hi is not None and value > hi):
             rng = f" in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-            self.err(f"{where}.{key}", f"must be an integer{rng}, got {raw[key]!r}")
+            self.err(f"{where}.{key}", f"must be an integer{rng}, got {excerpt(raw[key])}")
             return default
         return value
 
     def boolean(self, raw: dict[str, Any], key: str, where: str, default: bool) -> bool:
         value = raw.get(key, default)
         if not isinstance(value, bool):
-            self.err(f"{where}.{key}", f"must be true or false, got {value!r}")
+            self.err(f"{where}.{key}", f"must be true or false, got {excerpt(value)}")
             return default
         return value
 
     def string(self, raw: dict[str, Any], key: str, where: str, default: str | None) -> Any:
         value = raw.get(key, default)
         if value is not None and not isinstance(value, str):
-            self.err(f"{where}.{key}", f"must be a string, got {value!r}")
+            self.err(f"{where}.{key}", f"must be a string, got {excerpt(value)}")
             return default
         return value
 

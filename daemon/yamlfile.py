@@ -1,0 +1,169 @@
+"""The one YAML loader: safe, strict about duplicate keys, errors with line and column.
+
+Config, eval suite and schema files all go through :func:`load_yaml_file` (or
+:func:`parse_yaml` for text already read), so every YAML mistake reads the same:
+``<file> line L, column C is not valid YAML: <what is wrong>``, one line, no echo of the document.
+
+Stricter than ``yaml.safe_load`` in two ways:
+
+* a key given twice in one mapping is an error (``safe_load`` keeps the last
+  one silently, so a second ``training:`` section would replace the first);
+* a document whose aliases expand to more than :data:`MAX_EXPANDED_NODES`
+  nodes is refused (a "billion laughs" alias bomb is a few hundred bytes of
+  YAML that every later walk over the value, and its repr, multiplies).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+from daemon.errors import NightshiftError
+
+MAX_EXPANDED_NODES = 100_000
+"""Most YAML nodes a document may hold once its aliases are expanded (a config
+or suite holds hundreds; 100k leaves room for large inline suites)."""
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses duplicate keys in a mapping (merge keys ``<<`` excepted)."""
+
+    def construct_mapping(self, node: Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, MappingNode):
+            seen: dict[Any, Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeConstructor reports it below
+                    continue
+                if first is not None:
+                    line = first.start_mark.line + 1
+                    raise ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {excerpt_key(key)} (first given on line {line}); "
+                        "give each key once (merge the two sections)",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
+
+
+def excerpt_key(key: Any) -> str:
+    """A mapping key for an error message, quoted and cut to 40 characters."""
+    text = repr(key)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _expanded_size(root: Node, limit: int) -> int:
+    """Nodes in ``root`` counting every alias as a full copy; stops counting past ``limit``."""
+    count = 0
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            return count
+        if isinstance(node, SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, MappingNode):
+            for key_node, value_node in node.value:
+                stack.append(key_node)
+                stack.append(value_node)
+    return count
+
+
+def _where(source: str, exc: yaml.MarkedYAMLError) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    if mark is None:
+        return source
+    return f"{source} line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _describe(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        parts = [p for p in (exc.context, exc.problem) if p]
+        return "; ".join(parts) or "invalid YAML"
+    return str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+
+
+def not_text_problem(path: Path, exc: UnicodeDecodeError) -> str:
+    """``<path> is not UTF-8 text (byte N cannot be decoded); is it a binary file?``"""
+    return f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded); is it a binary file?"
+
+
+def parse_yaml(
+    text: str,
+    source: str,
+    *,
+    error: type[NightshiftError] = NightshiftError,
+    max_nodes: int = MAX_EXPANDED_NODES,
+) -> Any:
+    """Parse one YAML document strictly (see the module docstring).
+
+    Args:
+        text: the document.
+        source: what to call it in messages (a file path).
+        error: the exception class to raise (``ConfigError``, ``SuiteError``...).
+        max_nodes: the most nodes the document may expand to.
+
+    Returns:
+        The plain Python value (``None`` for an empty document).
+
+    Raises:
+        error: not valid YAML, a duplicate key, or an alias bomb; one line
+            naming ``source``, line and column.
+    """
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, max_nodes) > max_nodes:
+            raise error(
+                f"{source}: its aliases (*name) expand to more than {max_nodes:,} values; "
+                "write the values out or use fewer nested aliases"
+            )
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        raise error(f"{_where(source, exc)} is not valid YAML: {_describe(exc)}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{source} is not valid YAML: {_describe(exc)}") from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml_file(
+    path: Path,
+    *,
+    what: str,
+    error: type[NightshiftError] = NightshiftError,
+    max_nodes: int = MAX_EXPANDED_NODES,
+) -> Any:
+    """Read and parse a YAML file with :func:`parse_yaml`.
+
+    Args:
+        path: the file.
+        what: what the file is, for messages ("Config file", "Eval suite").
+        error: the exception class to raise.
+
+    Raises:
+        error: the file is unreadable, not UTF-8 text, or not valid YAML (see
+            :func:`parse_yaml`); the message names ``path``.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {not_text_problem(path, exc)}") from None
+    except OSError as exc:
+        raise error(f"Cannot read {what.lower()} {path}: {exc.strerror or exc}") from None
+    return parse_yaml(text, f"{what} {path}", error=error, max_nodes=max_nodes)
