@@ -15,13 +15,14 @@ from typing import Any
 
 import click
 
-from daemon.commands.common import (
-    CONTEXT_SETTINGS,
-    NightshiftGroup,
-    config_options,
-    load,
+from daemon.commands.common import CONTEXT_SETTINGS, NightshiftGroup, config_options, load
+from daemon.config import (
+    CONFIG_ENV,
+    Config,
+    default_config_path,
+    resolve_config_path,
+    resolve_profile,
 )
-from daemon.config import CONFIG_ENV, default_config_path, resolve_config_path, resolve_profile
 from daemon.errors import ConfigError, NightshiftError
 
 __all__ = ["cli", "config_options", "load", "main"]
@@ -56,7 +57,7 @@ class TerminalProgress:
     def stage(self, name: str, run_id: int) -> None:
         self._line(f"run {run_id}: {name}")
 
-    def train(self, p: Any) -> None:
+    def train(self, p: Any, label: str = "train") -> None:
         if not p.total or not p.iteration:
             return
         width = 24
@@ -66,7 +67,7 @@ class TerminalProgress:
         trained = f"{_count(p.trained_tokens)} tokens trained" if p.trained_tokens else ""
         tps = f"{p.tokens_per_s:.0f} tok/s processed" if p.tokens_per_s else ""
         eta = f"ETA {p.eta_s:.0f}s" if p.eta_s is not None else ""
-        text = " ".join(x for x in (f"  train [{bar}] {p.iteration}/{p.total}".replace(" []", ""), loss, trained, tps, eta) if x)
+        text = " ".join(x for x in (f"  {label} [{bar}] {p.iteration}/{p.total}".replace(" []", ""), loss, trained, tps, eta) if x)
         self._live(text, ("train", p.iteration, p.val_loss))
 
     def evaluate(self, p: Any) -> None:
@@ -104,13 +105,22 @@ def _run_now(config_path: str | None, profile: str | None, force: bool = False) 
     finally:
         restore_signal_handlers(previous)
         progress.close()
-    skipped = f" ({outcome.reasons[0]})" if outcome.status.value == "skipped" and outcome.reasons else ""
-    click.echo(f"run {outcome.run_id}: {outcome.status.value}{skipped}")
-    if outcome.report_path:
-        click.echo(f"report: {outcome.report_path}")
-        html = outcome.report_path.with_suffix(".html")
-        if html.exists():
-            click.echo(f"html report: {html}")
+    click.echo(run_outcome_line(cfg, outcome.run_id))
+
+
+def run_outcome_line(cfg: Config, run_id: int) -> str:
+    """The run's one-line outcome (see :meth:`RunSummary.outcome_line`), read back from the registry."""
+    from daemon.registry import Registry
+    from daemon.runsummary import summarize_run
+
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        run = reg.get_run(run_id)
+    finally:
+        reg.close()
+    line = summarize_run(run).outcome_line()
+    html = Path(run.report_path).with_suffix(".html") if run.report_path else None
+    return f"{line} (HTML: {html})" if html is not None and html.exists() else line
 
 
 @click.group(
@@ -159,8 +169,9 @@ def status(config_path: str | None, profile: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--plot", is_flag=True, help="Write the HTML index of every night (trend plot, report links); print its path.")
 def history(config_path: str | None, profile: str | None, limit: int, as_json: bool, plot: bool) -> None:
-    """Recent runs, newest first."""
+    """Recent runs, newest first: run, trigger, start (local time), duration, outcome, composite change, reason."""
     from daemon.registry import Registry
+    from daemon.runsummary import history_table, summarize_run
 
     cfg = load(config_path, profile)
     reg = Registry.open(cfg.paths.state_dir)
@@ -173,26 +184,15 @@ def history(config_path: str | None, profile: str | None, limit: int, as_json: b
 
             click.echo(str(write_index(cfg, reg)))
             return
-        rows = [
-            {
-                "id": r.id,
-                "status": r.status,
-                "trigger": r.trigger,
-                "started_at": r.started_at.isoformat(timespec="seconds") if r.started_at else None,
-                "finished_at": r.finished_at.isoformat(timespec="seconds") if r.finished_at else None,
-                "reason": (r.failure_reason or "").splitlines()[0] if r.failure_reason else "",
-            }
-            for r in reg.runs(limit)
-        ]
+        rows = [summarize_run(r) for r in reg.runs(limit)]
     finally:
         reg.close()
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+    elif not rows:
         click.echo("no runs yet")
-    for r in rows:
-        click.echo(f"{r['id']:>5}  {r['status']:<18} {r['trigger']:<9} {r['started_at']}  {r['reason']}")
+    else:
+        click.echo(history_table(rows))
 
 
 @cli.command()
@@ -268,7 +268,13 @@ def demo(workspace: Path, no_run: bool, iters: int) -> None:
     from daemon.demo import build_workspace
 
     click.echo(f"building the demo workspace in {workspace} (tiny local model, no download)")
-    config_path = build_workspace(workspace, iters=iters)
+    progress = TerminalProgress()
+    try:
+        config_path = build_workspace(
+            workspace, iters=iters, on_progress=lambda p: progress.train(p, label="pretrain the tiny base model")
+        )
+    finally:
+        progress.close()
     click.echo(f"config: {config_path}")
     if no_run:
         return

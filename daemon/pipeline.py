@@ -410,10 +410,30 @@ class _Night:
             else:
                 to_score.append(ref)
 
+        order = [ref.role for ref in to_score]
+        stage_started = time.monotonic()
+
         def on_progress(p: EvalProgress) -> None:
             if self.progress is not None:
                 self.progress.evaluate(p)
-            self._set_progress({"stage": "evaluating", "model": p.model, "done": p.done, "total": p.total}, throttle_s=2.0)
+            # Models are scored one after another on the same suite: items done so far over all
+            # models give the pace, and the items left (this model's and the next ones') the ETA.
+            index = order.index(p.model) if p.model in order else 0
+            done_all = index * p.total + p.done
+            left = (len(order) - index) * p.total - p.done
+            eta = (time.monotonic() - stage_started) / done_all * left if done_all else None
+            self._set_progress(
+                {
+                    "stage": "evaluating",
+                    "model": p.model,
+                    "model_index": index + 1,
+                    "models": len(order),
+                    "done": p.done,
+                    "total": p.total,
+                    "eta_s": eta,
+                },
+                throttle_s=2.0,
+            )
 
         fresh = run_evaluation(
             self.cfg, suite, to_score, self.run_dir, versions, on_progress=on_progress, worker=worker

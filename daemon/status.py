@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from daemon import clock
+from daemon.clock import duration_text, local_text
 from daemon.config import Config
 from daemon.lock import read_lock_holder
 from daemon.notify import last_notice_status
@@ -44,6 +46,8 @@ def collect_status(cfg: Config) -> dict[str, Any]:
             if holder.get("run_id") is not None:
                 run = registry.get_run(int(holder["run_id"]))
                 running.update(json.loads(run.progress or "{}"))
+                if running.get("stage") == "training":
+                    _catch_up_training(running, registry.train_metrics(run.id))
         target = current_target(state_dir)
         out: dict[str, Any] = {
             "champion": None
@@ -52,7 +56,7 @@ def collect_status(cfg: Config) -> dict[str, Any]:
                 "run_id": champ[0].run_id,
                 "model_id": champ[1].id,
                 "release": champ[0].release_path,
-                "promoted_at": champ[0].decided_at.isoformat(),
+                "promoted_at": champ[0].decided_at.isoformat(timespec="seconds"),
                 "decided_by": champ[0].decided_by,
             },
             "last_run": None
@@ -61,8 +65,8 @@ def collect_status(cfg: Config) -> dict[str, Any]:
                 "id": last.id,
                 "status": last.status,
                 "trigger": last.trigger,
-                "started_at": last.started_at.isoformat() if last.started_at else None,
-                "finished_at": last.finished_at.isoformat() if last.finished_at else None,
+                "started_at": last.started_at.isoformat(timespec="seconds") if last.started_at else None,
+                "finished_at": last.finished_at.isoformat(timespec="seconds") if last.finished_at else None,
                 "failure_reason": last.failure_reason,
                 "report": last.report_path,
             },
@@ -83,45 +87,76 @@ def collect_status(cfg: Config) -> dict[str, Any]:
         registry.close()
 
 
+def _catch_up_training(running: dict[str, Any], metrics: list[Any]) -> None:
+    """Take the iteration and loss from the newest stored training report when the
+    (throttled) progress snapshot is older: status must never lag the metrics."""
+    reports = [m for m in metrics if m.train_loss is not None]
+    if reports and reports[-1].iteration > int(running.get("iteration") or 0):
+        running["iteration"] = reports[-1].iteration
+        running["train_loss"] = reports[-1].train_loss
+
+
+def _local(iso: str | None) -> str:
+    return local_text(datetime.fromisoformat(iso)) if iso else "-"
+
+
+def running_text(run: dict[str, Any]) -> str:
+    """The live run in one line: stage, iteration/total or items/total, loss, ETA.
+
+    ``run 3 (pid 4242): training, iteration 40/200, loss 1.234, ETA 2m05s`` or
+    ``run 3 (pid 4242): evaluating challenger (model 1 of 2), items 64/268, ETA 1m10s``.
+    """
+    stage = str(run.get("stage") or "starting")
+    bits = [f"run {run.get('run_id')} (pid {run.get('pid')}): {stage}"]
+    if stage == "training" and run.get("total"):
+        bits.append(f"iteration {run.get('iteration') or 0}/{run['total']}")
+        if run.get("train_loss") is not None:
+            bits.append(f"loss {run['train_loss']:.3f}")
+        if run.get("tokens_per_s"):
+            bits.append(f"{run['tokens_per_s']:.0f} tok/s")
+    elif stage == "evaluating" and run.get("total"):
+        if run.get("model"):
+            of = f" (model {run['model_index']} of {run['models']})" if run.get("models", 1) > 1 else ""
+            bits[0] += f" {run['model']}{of}"
+        bits.append(f"items {run.get('done') or 0}/{run['total']}")
+    if stage in ("training", "evaluating") and run.get("eta_s") is not None:
+        bits.append(f"ETA {duration_text(run['eta_s'])}")
+    return ", ".join(bits)
+
+
 def render_status(status: dict[str, Any]) -> str:
-    """Human-readable lines for the terminal."""
+    """Human-readable lines for the terminal (local times, no microseconds)."""
     lines = []
     champ = status["champion"]
     lines.append(
         "champion:   base model (nothing promoted yet)"
         if champ is None
-        else f"champion:   run {champ['run_id']} (promoted {champ['promoted_at']} by {champ['decided_by']})"
+        else f"champion:   run {champ['run_id']} (promoted {_local(champ['promoted_at'])} by {champ['decided_by']})"
     )
     lines.append(f"current:    {status['current'] or '-'}")
     last = status["last_run"]
     if last is None:
         lines.append("last run:   none")
     else:
-        lines.append(f"last run:   {last['id']} {last['status']} ({last['trigger']}, started {last['started_at']})")
+        lines.append(f"last run:   {last['id']} {last['status']} ({last['trigger']}, started {_local(last['started_at'])})")
         if last.get("failure_reason"):
             lines.append(f"            reason: {last['failure_reason'].splitlines()[0]}")
         if last.get("report"):
             lines.append(f"            report: {last['report']}")
     run = status.get("running")
     if run:
-        bits = [f"run {run.get('run_id')}", f"pid {run.get('pid')}", str(run.get("stage", "starting"))]
-        if run.get("total"):
-            bits.append(f"iteration {run.get('iteration')}/{run.get('total')}")
-        if run.get("train_loss") is not None:
-            bits.append(f"loss {run['train_loss']:.3f}")
-        if run.get("eta_s") is not None:
-            bits.append(f"ETA {run['eta_s']:.0f} s")
-        lines.append("running:    " + ", ".join(bits))
+        lines.append("running:    " + running_text(run))
     for run_id in status.get("pending_approval") or []:
         lines.append(f"approval:   run {run_id} awaits approval (nightshift approve {run_id} / nightshift reject {run_id})")
     for rec in status.get("recoveries") or []:
         lines.append(f"recovered:  {rec['at']} {rec['action']}: {rec['detail']}")
     daemon = status.get("daemon") or {}
     lines.append(f"daemon:     {'running, pid ' + str(daemon.get('pid')) if daemon.get('running') else 'not running'}")
-    lines.append(f"next run:   {status.get('next_run') or '- (start the daemon: nightshift start, or install the LaunchAgent)'}")
+    next_run = status.get("next_run")
+    lines.append(f"next run:   {_local(next_run) if next_run else '- (start the daemon: nightshift start, or install the LaunchAgent)'}")
     reh = status.get("rehearsal")
     if reh:
-        lines.append(f"rehearsal:  {'passed' if reh.get('ok') else 'FAILED'} at {reh.get('created_at')}")
+        lines.append(f"rehearsal:  {'passed' if reh.get('ok') else 'FAILED'} at {_local(reh.get('created_at'))}")
     failed = [r for r in (status.get("notify") or {}).get("results", []) if not r.get("ok")]
     for r in failed:
         lines.append(f"notify:     {r['channel']} FAILED for run {status['notify']['run_id']}: {r['error']}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -49,8 +50,13 @@ def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_w
     cfg_path = demo_workspace / "nightshift.yaml"
     first = nightshift("-c", str(cfg_path), "--run-now")
     assert first.returncode == 0, first.stderr
-    assert "run 1: promoted" in first.stdout
     state = demo_workspace / "state"
+    # it ended with `run 1: promoted` and nothing else: now outcome, gate reason, composite change, report
+    assert re.fullmatch(
+        r"run 1: promoted \(all checks passed\); composite 0\.\d{4} -> [01]\.\d{4} \(\+0\.\d{4}\); "
+        rf"report: {re.escape(str(state.resolve() / 'reports' / 'run-0001.md'))}( \(HTML: .*\.html\))?",
+        first.stdout.strip().splitlines()[-1],
+    ), first.stdout
     assert os.readlink(state / "current") == "releases/run-0001"
     release = state / "releases" / "run-0001"
     assert (release / "adapters.safetensors").is_file() and (release / "model" / "config.json").is_file()
@@ -140,9 +146,11 @@ def test_missing_model_file_is_a_clear_cli_error(demo_workspace: Path) -> None:
     (demo_workspace / "models" / "base" / "model.safetensors").unlink()
     res = nightshift("-c", str(demo_workspace / "nightshift.yaml"), "--run-now")
     assert res.returncode == 1
-    errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and errors[0].startswith("Error: Preflight failed")
-    assert "model.safetensors" in errors[0]
+    lines = res.stderr.strip().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Error:"))
+    error, problems = lines[start], lines[start + 1 :]  # one Error: line, then the failed checks indented
+    assert error.startswith("Error: Preflight failed") and problems
+    assert all(p.startswith("  - ") for p in problems) and "model.safetensors" in problems[0]
     status = json.loads(nightshift("-c", str(demo_workspace / "nightshift.yaml"), "status", "--json").stdout)
     assert status["last_run"]["status"] == "failed" and status["champion"] is None
 
@@ -151,10 +159,11 @@ def test_malformed_config_is_recorded_as_failed_run(demo_workspace: Path, write_
     path = write_config(rank=0, batch_size="many", learning_rate=-1)
     res = nightshift("-c", str(path), "--run-now")
     assert res.returncode == 1
-    line = res.stderr.strip()
-    assert line.startswith("Error: Invalid config") and "\n" not in line  # one line
-    for key in ("training.lora.rank", "training.batch_size", "training.learning_rate"):
-        assert key in line
+    error, *problems = res.stderr.strip().splitlines()  # one line, then the problems indented
+    assert error.startswith("Error: Invalid config") and error.endswith("3 problem(s)")
+    assert [p.split(":")[0] for p in problems] == [
+        "  - training.lora.rank", "  - training.batch_size", "  - training.learning_rate"
+    ]
     reg = Registry.open(demo_workspace / "state")
     try:
         last = reg.last_run()

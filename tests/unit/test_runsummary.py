@@ -1,0 +1,128 @@
+"""What the operator reads: the --run-now line, the history table, the live run in status."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from daemon import clock
+from daemon.cli import cli
+from daemon.registry import Registry, RunStatus, Trigger
+from daemon.runsummary import summarize_run
+from daemon.status import render_status, running_text
+
+T0 = datetime(2026, 11, 20, 1, 0, 0, 123456, tzinfo=UTC)
+
+REJECT = {
+    "promote": False,
+    "reasons": ["FAILED superiority: composite 0.5840 -> 0.5801", "passed sanity: same items"],
+    "summary": "REJECT: challenger vs champion: failed superiority (composite delta -0.0039, lower bound -0.0200)",
+    "composite": {"champion": 0.584, "challenger": 0.5801, "delta": -0.0039},
+    "checks": {"sanity": True, "superiority": False, "non_inferiority": True},
+}
+
+
+def finished_run(reg: Registry, status: RunStatus, *, decision: dict | None = None, reason: str | None = None, minutes: int = 7) -> int:
+    run = reg.create_run(trigger=Trigger.MANUAL, config_snapshot={}, config_path=None, profile=None)
+    stages = [RunStatus.PREFLIGHT, RunStatus.TRAINING, RunStatus.EVALUATING, RunStatus.DECIDING]
+    for st in stages if status != RunStatus.FAILED else stages[:2]:
+        reg.transition(run.id, st)
+    if decision is not None:
+        reg.update_run(run.id, decision=json.dumps(decision))
+    clock_at(T0 + timedelta(minutes=minutes, seconds=5))
+    reg.transition(run.id, status, reason=reason)
+    reg.update_run(run.id, report_path=f"/s/reports/run-{run.id:04d}.md")
+    return run.id
+
+
+def clock_at(when: datetime) -> None:
+    clock.now = lambda: when  # type: ignore[assignment]  # restored by the fixture
+
+
+@pytest.fixture()
+def reg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import time
+
+    monkeypatch.setattr(clock, "now", lambda: T0)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    registry = Registry.open(tmp_path / "state")
+    yield registry
+    registry.close()
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_run_now_line_has_outcome_reason_composite_and_report(reg: Registry) -> None:
+    """`--run-now` ended with `run 2: rejected` and no reason."""
+    run_id = finished_run(reg, RunStatus.REJECTED, decision=REJECT)
+    line = summarize_run(reg.get_run(run_id)).outcome_line()
+    assert line == (
+        f"run {run_id}: rejected (failed superiority); composite 0.5840 -> 0.5801 (-0.0039); "
+        f"report: /s/reports/run-{run_id:04d}.md"
+    )
+
+
+def test_history_is_a_table_with_a_header_and_reasons(reg: Registry, tmp_path: Path) -> None:
+    """`history` had no header, no scores, and an empty reason for rejected runs."""
+    rejected = finished_run(reg, RunStatus.REJECTED, decision=REJECT)
+    clock_at(T0)
+    failed = finished_run(reg, RunStatus.FAILED, reason="Training exited with signal 9 after 5400 s\nlog: x", minutes=90)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"paths:\n  state_dir: {tmp_path / 'state'}\n")
+    result = CliRunner().invoke(cli, ["history", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["run", "trigger", "started", "duration", "outcome", "delta", "reason"]
+    assert lines[1].split(None, 8) == [
+        str(failed), "manual", "2026-11-20", "01:00", "UTC", "1h30m", "failed", "-",
+        "Training exited with signal 9 after 5400 s",
+    ]
+    assert lines[2].split(None, 8) == [
+        str(rejected), "manual", "2026-11-20", "01:00", "UTC", "7m05s", "rejected", "-0.0039", "failed superiority",
+    ]
+    rows = json.loads(CliRunner().invoke(cli, ["history", "-c", str(config), "--json"]).output)
+    assert rows[1]["started_at"] == "2026-11-20T01:00:00+00:00"  # JSON stays UTC ISO 8601
+    assert rows[1]["composite_delta"] == -0.0039 and rows[1]["reason"] == "failed superiority"
+
+
+def test_status_while_training_shows_the_latest_reported_iteration(reg: Registry, tmp_path: Path) -> None:
+    """`status` showed `iteration 0/200` while training was at 40/200."""
+    from daemon.status import _catch_up_training
+
+    run = reg.create_run(trigger=Trigger.MANUAL, config_snapshot={}, config_path=None, profile=None)
+    reg.add_train_metrics(run.id, [{"iteration": i, "train_loss": 2.0 - i / 100} for i in (10, 20, 30, 40)])
+    running = {"run_id": run.id, "pid": 42, "stage": "training", "iteration": 0, "total": 200, "eta_s": 125.0}
+    _catch_up_training(running, reg.train_metrics(run.id))
+    assert running_text(running) == f"run {run.id} (pid 42): training, iteration 40/200, loss 1.600, ETA 2m05s"
+
+
+def test_status_while_evaluating_shows_items_not_iteration_none() -> None:
+    """`status` showed `evaluating, iteration None/268`."""
+    running = {"run_id": 3, "pid": 42, "stage": "evaluating", "model": "champion", "model_index": 2,
+               "models": 2, "done": 64, "total": 268, "eta_s": 70.4}
+    assert running_text(running) == "run 3 (pid 42): evaluating champion (model 2 of 2), items 64/268, ETA 1m10s"
+
+
+def test_status_times_are_local_without_microseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Times were UTC with microseconds."""
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    import time
+
+    time.tzset()
+    try:
+        text = render_status({
+            "champion": {"run_id": 1, "promoted_at": T0.isoformat(), "decided_by": "auto"},
+            "current": None,
+            "last_run": {"id": 2, "status": "rejected", "trigger": "scheduled", "started_at": T0.isoformat()},
+            "running": None, "daemon": {}, "next_run": None, "blas": "x",
+        })
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert "promoted 2026-11-20 02:00 CET by auto" in text
+    assert "started 2026-11-20 02:00 CET" in text and ".123456" not in text
