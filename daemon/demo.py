@@ -18,11 +18,14 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.child import run_worker
+from daemon.child import JsonLinesTail, run_worker
 from daemon.errors import NightshiftError
+from daemon.train import TrainProgress
 
 # The base is pretrained on reviews using the KNOWN adjectives; the nightly
 # dataset teaches the NEW ones, which the base has never seen labelled.
@@ -376,7 +379,14 @@ else:
 '''
 
 
-def build_workspace(workspace: Path, *, seed: int = 0, iters: int = 200, force: bool = False) -> Path:
+def build_workspace(
+    workspace: Path,
+    *,
+    seed: int = 0,
+    iters: int = 200,
+    force: bool = False,
+    on_progress: Callable[[TrainProgress], None] | None = None,
+) -> Path:
     """Create (or reuse) a demo workspace and return its config path.
 
     Args:
@@ -384,6 +394,8 @@ def build_workspace(workspace: Path, *, seed: int = 0, iters: int = 200, force: 
         seed: seeds data generation, model init and training.
         iters: training iterations written into the demo config.
         force: rebuild the model and data even if present.
+        on_progress: receives the tiny model's pretraining progress (iteration of
+            :data:`PRETRAIN_ITERS`, loss, ETA) while it is built (about a minute or two).
 
     Raises:
         NightshiftError: building the tiny model failed (the log path is named).
@@ -402,8 +414,22 @@ def build_workspace(workspace: Path, *, seed: int = 0, iters: int = 200, force: 
             "pretrain_iters": PRETRAIN_ITERS,
             "seed": seed,
             "result_file": str(workspace / "models" / "make_model_result.json"),
+            "progress_file": str(workspace / "models" / "make_model_progress.jsonl"),
             **MODEL_SHAPE,
         }
+        (workspace / "models").mkdir(parents=True, exist_ok=True)
+        Path(request["progress_file"]).unlink(missing_ok=True)
+        tail = JsonLinesTail(Path(request["progress_file"]))
+        progress = TrainProgress(total=PRETRAIN_ITERS, started_monotonic=time.monotonic())
+
+        def poll() -> None:
+            records = tail.read_new()
+            if records:
+                progress.iteration = int(records[-1]["iteration"])
+                progress.train_loss = float(records[-1]["train_loss"])
+            if on_progress is not None:
+                on_progress(progress)
+
         result = run_worker(
             "daemon.worker.make_model",
             request,
@@ -411,6 +437,7 @@ def build_workspace(workspace: Path, *, seed: int = 0, iters: int = 200, force: 
             name="make_model",
             timeout_s=600,
             stop_grace_s=5,
+            on_poll=poll,
         )
         if result.returncode != 0:
             raise NightshiftError(

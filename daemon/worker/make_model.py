@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.worker.common import EXIT_OK, read_request, watch_parent, write_json
+from daemon.worker.common import EXIT_OK, JsonLines, read_request, watch_parent, write_json
 
 PAD, EOS, IM_START, IM_END = "<pad>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 
@@ -128,12 +128,15 @@ def pretrain(model: Any, tokenizer_dir: Path, req: dict[str, Any]) -> float:
     tokenizer = load_tokenizer(tokenizer_dir)
     data = CacheDataset(ChatDataset(list(req["pretrain"]), tokenizer, mask_prompt=True))
     losses: list[float] = []
+    iters = int(req.get("pretrain_iters", 300))
+    progress = JsonLines(Path(req["progress_file"])) if req.get("progress_file") else None
 
     class Keep(TrainingCallback):
         def on_train_loss_report(self, info: dict[str, Any]) -> None:
             losses.append(float(info["train_loss"]))
+            if progress is not None:  # the demo shows the build's progress from these lines
+                progress.write({"iteration": int(info["iteration"]), "total": iters, "train_loss": losses[-1]})
 
-    iters = int(req.get("pretrain_iters", 300))
     schedule = optim.cosine_decay(float(req.get("pretrain_lr", 1e-3)), iters, 1e-4)
     model.unfreeze()
     train(
@@ -146,6 +149,8 @@ def pretrain(model: Any, tokenizer_dir: Path, req: dict[str, Any]) -> float:
         iterate_batches=mixed_batches,
         training_callback=Keep(),
     )
+    if progress is not None:
+        progress.close()
     (tokenizer_dir / "pretrain-scratch.safetensors").unlink(missing_ok=True)
     mx.eval(model.parameters())
     return losses[-1] if losses else float("nan")
