@@ -680,6 +680,16 @@ def test_dataset_missing_eval_suite(tmp_path: Path, model_dir: Path) -> None:
     )
 
 
+def test_a_binary_items_file_is_named_not_the_suite(tmp_path: Path, model_dir: Path) -> None:
+    """A binary items file was blamed on suite.yaml ("eval suite suite.yaml cannot be read")."""
+    suite = "categories:\n  - name: a\n    kind: label\n    labels: [x, y]\n    items_file: items.jsonl\n"
+    cfg = make_workspace(tmp_path, model_dir, suite=suite)
+    (tmp_path / "items.jsonl").write_bytes(b"\x1f\x8b\x08\x00binary\xff\xfe")
+    failed = [c for c in run_preflight(cfg).checks if c.level is Level.FAIL]
+    texts = [" ".join([c.message, *c.details]) for c in failed]
+    assert any(f"{tmp_path / 'items.jsonl'} is not UTF-8 text" in t for t in texts), texts
+
+
 def test_dataset_too_few_examples(tmp_path: Path, model_dir: Path) -> None:
     report = dataset_report(
         tmp_path, model_dir, dataset=DATASETS / "too_few", preflight={"min_train_examples": 10, "min_valid_examples": 1}
