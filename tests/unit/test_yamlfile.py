@@ -100,3 +100,16 @@ def test_a_binary_items_file_is_blamed_not_the_suite(tmp_path: Path) -> None:
     assert info.value.problems == [
         f"categories[0].items_file: {tmp_path / 'items.jsonl'} is not UTF-8 text (byte 1 cannot be decoded); is it a binary file?"
     ]
+
+
+def test_one_yaml_loader() -> None:
+    """Config, suite and preflight each parsed YAML themselves (three loaders, different errors)."""
+    import daemon
+
+    package = Path(daemon.__file__).resolve().parent
+    users = sorted(
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if p.name != "yamlfile.py" and any(f"yaml.{fn}(" in p.read_text(encoding="utf-8") for fn in ("safe_load", "load", "full_load"))
+    )
+    assert users == []
