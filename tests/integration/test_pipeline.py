@@ -115,7 +115,7 @@ def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_w
     assert os.readlink(state / "current") == "releases/run-0001"
     # the HTML report of the second trained night: printed, with a trend of two nights and the figures
     html = state / "reports" / "run-0003.html"
-    assert f"html report: {html}" in second.stdout
+    assert f"(HTML: {html})" in second.stdout.strip().splitlines()[-1]  # on the one outcome line
     page = html.read_text()
     assert "Trend (2 decided nights)" in page and page.count('src="data:image/svg+xml;base64,') == 3
     assert 'href="run-0003.html"' in (state / "reports" / "index.html").read_text()
