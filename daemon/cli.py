@@ -286,8 +286,9 @@ def _register_optional_commands() -> None:
     from daemon.commands.data_cmd import data
     from daemon.commands.preflight_cmd import preflight
     from daemon.commands.schedule_cmds import launchd, start, systemd
+    from daemon.commands.suite_cmd import suite
 
-    for command in (preflight, data, start, launchd, systemd):
+    for command in (preflight, data, start, launchd, systemd, suite):
         cli.add_command(command)
 
 

@@ -179,7 +179,16 @@ class PromotionConfig:
     default_margin: float = field(default=0.05, metadata=_rng(0, 1))
     """Non-inferiority margin per category unless the suite sets one (score units)."""
     max_empty_increase: int = field(default=0, metadata=_rng(0, 1_000_000))
-    """The challenger may have at most this many more empty replies than the champion."""
+    """Extra items with an empty reply always allowed; a larger increase blocks only when it is
+    significant (exact McNemar on the per-item empty indicator)."""
+    guard_power: float = field(default=0.65, metadata=_rng(0.5, 0.99))
+    """A category that cannot guard its margin is tested against the drop it detects with this
+    probability (an unchanged category then passes this often)."""
+    min_items: int = field(default=10, metadata=_rng(2, 1_000_000))
+    """Categories with fewer items are guarded but cannot count toward the composite gain."""
+    unguarded: Literal["widen", "block"] = "widen"
+    """A category too small to guard its margin: ``widen`` guards the drop it can detect (and the
+    report says so); ``block`` rejects the night."""
     fuse: bool = False
     """Also write a fused model (base + adapter merged) into the release directory."""
 

@@ -1,32 +1,45 @@
 """The promotion gate: a pure decision over two models' per-item scores.
 
 :func:`decide_promotion` touches no file, clock or database. It promotes the
-challenger only if every check passes, and records every number and reason:
+challenger only if every check passes, and records every number; the sentences
+come from :mod:`daemon.gate_reasons` and the Markdown from
+:mod:`daemon.report.decision`. All tests run at ``alpha = 1 - confidence``.
 
 1. **sanity**: both models were scored on the same categories and item ids
-   under the same policy, no score is NaN or outside [0, 1], and the
-   challenger has at most ``max_empty_increase`` more empty replies.
-   A mismatch or NaN is a hard reject (no statistics are computed).
-2. **superiority**: the weighted composite's paired improvement has a
-   one-sided ``confidence`` lower bound above ``min_gain`` (stratified paired
-   bootstrap over items within categories); with a single binary
-   single-sample category, the exact McNemar test is used instead. The
-   observed improvement must also be strictly positive: ties never promote.
-3. **non-inferiority** per category: H0 ``delta <= -margin`` must be rejected
-   at ``1 - confidence`` after Holm's adjustment across the adequately
-   powered categories. A category is *underpowered* when its minimal
-   detectable difference exceeds its margin (see
-   :func:`daemon.stats.min_detectable_difference`); its failure to show
-   non-inferiority is informational, but a regression beyond the margin that
-   is itself significant (one-sided upper bound of delta below ``-margin``)
-   still blocks.
-4. **floors**: the challenger's mean reaches each category's ``floor``.
-5. **knowledge preservation**: on ``preserve`` categories the observed mean
-   drops by at most ``tolerance`` (a point rule applied regardless of power;
-   its bootstrap p-value is reported).
-
-Statistics: :mod:`daemon.stats` (Miller 2024, arXiv:2411.00640; McNemar 1947;
-Holm 1979).
+   under the same policy, and no score is NaN or outside [0, 1]. A mismatch is
+   a hard reject (no statistics are computed).
+2. **empty replies**: the challenger leaves more items empty than the champion
+   by more than ``max_empty_increase`` AND the increase is significant (exact
+   McNemar on the per-item empty/non-empty indicator, pooled over categories):
+   one extra empty reply is noise, a real increase blocks.
+3. **superiority**: the weighted composite over the categories of at least
+   ``min_items`` items has a one-sided lower bound above ``min_gain``
+   (stratified paired bootstrap with small-sample widening, see
+   :func:`daemon.stats.stratified_paired_bootstrap`); with a single binary
+   single-sample category, the exact McNemar test. Smaller categories cannot
+   carry a promotion: they are guarded (4.) but not counted. The observed
+   improvement must be strictly positive: ties never promote.
+4. **non-inferiority** per category with the category's own paired spread: H0
+   ``delta <= -guard`` must be rejected. ``guard`` is the category's margin
+   when it can guard it, i.e. when the drop it detects with probability
+   ``power`` (:func:`daemon.stats.min_detectable_difference` at the observed
+   SD of its item differences, pooled with a prior for tiny categories by
+   :func:`daemon.stats.shrunk_sd`) is at most the margin. When it cannot, the
+   ``unguarded`` policy decides, never silently: ``widen`` (default) tests the
+   drop it can detect instead and the decision names it; ``block`` rejects.
+   Items scored as a mean over repeats are clusters, so their SD gives the
+   clustered standard error (Miller 2024, arXiv:2411.00640, section 2.2).
+   Every category must pass, so this is an intersection-union test: promoting a
+   challenger with ANY category truly below its guard has probability at most
+   alpha without a multiplicity adjustment (Berger 1982, Technometrics
+   24(4):295-300; Berger & Hsu 1996, Statistical Science 11(4):283-319). Holm's
+   adjustment would only lower the power of an all-must-pass rule.
+5. **floors**: the challenger's mean reaches each category's ``floor``.
+6. **knowledge preservation**: a ``preserve`` category passes when its drop is
+   shown to be below ``tolerance`` (H0 ``delta <= -tolerance`` rejected), the
+   tolerance widened like a margin when the category cannot guard it. Error
+   rates: a true drop of the guarded size or more passes with probability at
+   most alpha; no change passes with probability at least ``power``.
 """
 
 from __future__ import annotations
@@ -34,15 +47,47 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-from daemon import stats
+from daemon import gate_reasons, stats
 from daemon.config import PromotionConfig
 
-#: Scores this close to a floor/tolerance boundary count as meeting it (float noise).
+#: Scores this close to a floor boundary count as meeting it (float noise).
 _TOL = 1e-12
+
+
+class Verdict(str, Enum):
+    """The gate's finding on one category (stored as its lowercase value)."""
+
+    BETTER = "better"
+    """Passed its guard and improved (one-sided lower bound above 0)."""
+    NON_INFERIOR = "non-inferior"
+    """Passed its guard: shown not to have dropped by ``guard`` or more."""
+    REGRESSED = "regressed"
+    """Not shown non-inferior and the observed mean dropped."""
+    INCONCLUSIVE = "inconclusive"
+    """Not shown non-inferior although the observed mean did not drop (too noisy)."""
+    UNGUARDED = "unguarded"
+    """Cannot guard its margin with its items, under the ``block`` policy."""
+    FLOOR_BREACH = "floor-breach"
+    PRESERVE_BREACH = "preserve-breach"
+    UNDERPOWERED = "underpowered"
+    """Only in decisions stored by gates before the guard policy (read back, never produced)."""
+
+
 #: Verdicts that block promotion.
-BLOCKING_VERDICTS = frozenset({"regressed", "inconclusive", "floor-breach", "preserve-breach"})
+BLOCKING_VERDICTS = frozenset(
+    {
+        Verdict.REGRESSED,
+        Verdict.INCONCLUSIVE,
+        Verdict.UNGUARDED,
+        Verdict.FLOOR_BREACH,
+        Verdict.PRESERVE_BREACH,
+    }
+)
+#: What the gate does with a category whose items cannot guard its margin.
+UNGUARDED_POLICIES = ("widen", "block")
 
 
 @dataclass(frozen=True)
@@ -71,6 +116,10 @@ class CategoryScores:
         binary: every score is a single 0/1 sample (enables the exact McNemar test).
         empty: number of empty (whitespace-only) replies, counted over repeats.
         unparsed: number of non-empty replies that could not be parsed/extracted.
+        empty_items: ids of the items with at least one empty reply (the McNemar pairs).
+        repeats: samples per item.
+        within_var: mean over items of the sample variance (ddof=1) of one item's scores over
+            its repeats; 0 with one sample.
     """
 
     name: str
@@ -81,6 +130,9 @@ class CategoryScores:
     empty: int
     unparsed: int
     policy: CategoryPolicy = field(default_factory=CategoryPolicy)
+    empty_items: frozenset[str] = frozenset()
+    repeats: int = 1
+    within_var: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -101,9 +153,14 @@ class GatePolicy:
         resamples: bootstrap resamples (10,000 by default; tests may use fewer).
         seed: bootstrap seed.
         default_margin: non-inferiority margin for categories that set none.
-        max_empty_increase: allowed extra empty replies of the challenger (over all categories).
-        power: the power of the design rule for underpowered categories.
-        assumed_sd: planning SD of per-item paired differences for that rule.
+        max_empty_increase: extra items with empty replies always allowed to the challenger.
+        power: probability that an unchanged category passes a guard of its detectable size.
+            0.65: at 100 yes/no items (paired SD about 0.5) no guard both passes an unchanged
+            category 80% of the time and rejects a 10-point drop 90% of the time; 0.65 keeps a
+            real 10-point regression near 8% promotions there, 0.7 near 10%
+            (``benchmarks/gate_calibration.py``).
+        min_items: categories with fewer items are guarded but do not count toward the composite.
+        unguarded: ``widen`` or ``block`` (see the module docstring, rule 4).
     """
 
     min_gain: float = 0.0
@@ -112,8 +169,9 @@ class GatePolicy:
     seed: int = 0
     default_margin: float = 0.05
     max_empty_increase: int = 0
-    power: float = 0.8
-    assumed_sd: float = 0.5
+    power: float = 0.65
+    min_items: int = 10
+    unguarded: str = "widen"
 
     @classmethod
     def from_config(cls, cfg: PromotionConfig) -> GatePolicy:
@@ -125,6 +183,9 @@ class GatePolicy:
             seed=cfg.seed,
             default_margin=cfg.default_margin,
             max_empty_increase=cfg.max_empty_increase,
+            power=cfg.guard_power,
+            min_items=cfg.min_items,
+            unguarded=cfg.unguarded,
         )
 
 
@@ -136,6 +197,7 @@ class CompositeResult:
         method: ``stratified-bootstrap`` or ``mcnemar-exact``.
         lower_bound: one-sided ``confidence`` lower bound of ``delta``.
         p_value: p for H0 ``delta <= min_gain`` (bootstrap) or ``delta <= 0`` (McNemar).
+        counted: the categories in the composite (at least ``min_items`` items each).
     """
 
     champion: float
@@ -147,6 +209,26 @@ class CompositeResult:
     min_gain: float = 0.0
     confidence: float = 0.95
     resamples: int = 0
+    counted: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EmptyReplies:
+    """Items with at least one empty reply, pooled over categories, and their McNemar test.
+
+    Attributes:
+        only_challenger, only_champion: discordant items (empty for one model only).
+        p_value: exact one-sided McNemar p for H1 "the challenger leaves more items empty".
+        blocked: the increase exceeds ``allowed`` and ``p_value < 1 - confidence``.
+    """
+
+    champion: int
+    challenger: int
+    only_challenger: int
+    only_champion: int
+    p_value: float
+    allowed: int
+    blocked: bool
 
 
 @dataclass(frozen=True)
@@ -156,16 +238,20 @@ class CategoryVerdict:
     Attributes:
         delta: ``challenger_mean - champion_mean``.
         lo, hi: one-sided ``confidence`` lower and upper bounds of delta (together a two-sided
-            ``2 * confidence - 1`` interval).
-        p_value: non-inferiority p for H0 ``delta <= -margin`` (paired bootstrap).
-        p_adjusted: Holm-adjusted ``p_value`` across powered categories; None when underpowered.
-        verdict: ``better``, ``non-inferior``, ``underpowered``, ``regressed``, ``inconclusive``
-            (not shown non-inferior although delta >= 0), ``floor-breach`` or ``preserve-breach``.
-        non_inferior: the non-inferiority result; None when underpowered and not deciding.
-        min_detectable, n_required: the power rule's numbers (see module docstring).
-        champion_ci, challenger_ci: two-sided ``confidence`` intervals of each model's mean.
+            ``2 * confidence - 1`` interval), widened for small samples.
+        sd: observed SD of the per-item differences (clustered over repeats).
+        guard: the drop tested: H0 ``delta <= -guard``; ``margin`` unless ``widened``.
+        widened: the category cannot guard ``margin`` (``detectable > margin``).
+        detectable: the drop it detects with probability ``power`` (tonight's SD, prior-pooled).
+        counted: the category counts toward the composite (``n_items >= min_items``).
+        p_value: p for H0 ``delta <= -guard`` (expanded paired bootstrap).
+        non_inferior: H0 rejected.
+        n_required: items needed to guard ``margin`` (or a smaller preserve ``tolerance``) at
+            tonight's SD.
+        repeats_required: samples per item that would guard it with these items (None:
+            single-sample category, or no number of repeats can).
+        preserve_guard, preserve_p: the drop tested for ``preserve`` categories, and its p.
         mcnemar_p: two-sided exact McNemar p (binary categories only).
-        preserve_p: p for H0 ``delta <= -tolerance`` on ``preserve`` categories.
     """
 
     name: str
@@ -178,19 +264,25 @@ class CategoryVerdict:
     lo: float
     hi: float
     p_value: float
-    p_adjusted: float | None
-    verdict: str
-    underpowered: bool
+    verdict: Verdict
     margin: float
-    non_inferior: bool | None = None
-    min_detectable: float = 0.0
+    guard: float
+    widened: bool
+    non_inferior: bool
+    counted: bool = True
+    sd: float = 0.0
+    detectable: float = 0.0
     n_required: int = 0
+    repeats: int = 1
+    within_sd: float = 0.0
+    repeats_required: int | None = None
     champion_ci: tuple[float, float] = (0.0, 0.0)
     challenger_ci: tuple[float, float] = (0.0, 0.0)
     mcnemar_p: float | None = None
     floor: float | None = None
     preserve: bool = False
     tolerance: float = 0.0
+    preserve_guard: float = 0.0
     preserve_p: float | None = None
     champion_empty: int = 0
     challenger_empty: int = 0
@@ -212,8 +304,11 @@ class Decision:
         reasons: one line per check, failed checks first (``FAILED <check>: ...`` /
             ``passed <check>: ...``).
         summary: one line for logs and notifications.
+        headline: sentences the report leads with: every category whose observed drop exceeds
+            its margin (significant or not), every category that could not guard its margin.
         composite: None after a hard sanity reject (mismatched items, NaN).
-        checks: check name (sanity, superiority, non_inferiority, floors, preservation) -> passed.
+        checks: check name (sanity, empty_replies, superiority, non_inferiority, floors,
+            preservation) -> passed.
         policy: the :class:`GatePolicy` numbers used.
     """
 
@@ -226,39 +321,55 @@ class Decision:
     champion_label: str = ""
     challenger_label: str = ""
     policy: dict[str, Any] = field(default_factory=dict)
+    headline: list[str] = field(default_factory=list)
+    empty: EmptyReplies | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (tuples become lists; no NaN is ever stored)."""
+        """A JSON-serialisable dict (tuples become lists, verdicts strings; no NaN is stored)."""
         return _jsonable(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Decision:
-        """Rebuild a decision stored with :meth:`to_dict`.
+        """Rebuild a decision stored with :meth:`to_dict` (also by older gates: unknown keys
+        are dropped, missing ones take their defaults).
 
         Raises:
-            KeyError, TypeError: the dict is not a stored decision.
+            KeyError, TypeError, ValueError: the dict is not a stored decision.
         """
         cats = []
+        known = {f.name for f in dataclasses.fields(CategoryVerdict)}
         for c in data["categories"]:
-            c = dict(c)
-            c["champion_ci"] = tuple(c.get("champion_ci", (0.0, 0.0)))
-            c["challenger_ci"] = tuple(c.get("challenger_ci", (0.0, 0.0)))
+            c = {k: v for k, v in c.items() if k in known}
+            c["verdict"] = Verdict(c["verdict"])
+            c["champion_ci"] = tuple(c.get("champion_ci") or (0.0, 0.0))
+            c["challenger_ci"] = tuple(c.get("challenger_ci") or (0.0, 0.0))
+            c.setdefault("guard", c.get("margin", 0.0))
+            c.setdefault("widened", False)
+            c.setdefault("non_inferior", c["verdict"] in (Verdict.BETTER, Verdict.NON_INFERIOR))
             cats.append(CategoryVerdict(**c))
         comp = data.get("composite")
+        comp_known = {f.name for f in dataclasses.fields(CompositeResult)}
+        empty = data.get("empty")
         return cls(
             promote=bool(data["promote"]),
             reasons=list(data["reasons"]),
             summary=str(data["summary"]),
-            composite=CompositeResult(**comp) if comp is not None else None,
+            composite=CompositeResult(**{k: v for k, v in comp.items() if k in comp_known})
+            if comp is not None
+            else None,
             categories=cats,
             checks=dict(data.get("checks", {})),
             champion_label=str(data.get("champion_label", "")),
             challenger_label=str(data.get("challenger_label", "")),
             policy=dict(data.get("policy", {})),
+            headline=list(data.get("headline", [])),
+            empty=EmptyReplies(**empty) if empty is not None else None,
         )
 
 
 def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Enum):
+        return obj.value
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -283,7 +394,12 @@ def decide_promotion(
 
     Returns:
         A :class:`Decision`; ``promote`` is True only if every check passed.
+
+    Raises:
+        ValueError: ``policy.unguarded`` is not one of :data:`UNGUARDED_POLICIES`.
     """
+    if policy.unguarded not in UNGUARDED_POLICIES:
+        raise ValueError(f"unguarded policy must be one of {UNGUARDED_POLICIES}, got {policy.unguarded!r}")
     base: dict[str, Any] = {
         "champion_label": champion.label,
         "challenger_label": challenger.label,
@@ -291,42 +407,88 @@ def decide_promotion(
     }
     problems = _sanity_problems(champion, challenger)
     if problems:
-        reasons = [f"FAILED sanity: {p}" for p in problems]
         return Decision(
             promote=False,
-            reasons=reasons,
-            summary=f"REJECT: {problems[0]}"
-            + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
+            reasons=[f"FAILED sanity: {p}" for p in problems],
+            summary=gate_reasons.sanity_summary(problems),
             composite=None,
             categories=[],
             checks={"sanity": False},
             **base,
         )
 
-    alpha = 1.0 - policy.confidence
     names = sorted(challenger.categories)
-    strata = []
-    for name in names:
-        ch, cl = champion.categories[name], challenger.categories[name]
-        ids = sorted(ch.item_scores)
-        strata.append(
-            stats.Stratum(
-                name=name,
-                champion=[ch.item_scores[i] for i in ids],
-                challenger=[cl.item_scores[i] for i in ids],
-                weight=cl.weight,
-            )
+    ids = {nm: sorted(champion.categories[nm].item_scores) for nm in names}
+    counted = [nm for nm in names if len(ids[nm]) >= policy.min_items]
+    strata = [
+        stats.Stratum(
+            name=nm,
+            champion=[champion.categories[nm].item_scores[i] for i in ids[nm]],
+            challenger=[challenger.categories[nm].item_scores[i] for i in ids[nm]],
+            # categories below min_items are resampled for their own bounds but weigh nothing
+            weight=challenger.categories[nm].weight if (nm in counted or not counted) else 0.0,
         )
+        for nm in names
+    ]
+    if sum(s.weight for s in strata) <= 0:  # every counted category has weight 0
+        strata = [
+            dataclasses.replace(s, weight=1.0 if (s.name in counted or not counted) else 0.0)
+            for s in strata
+        ]
     boot = stats.stratified_paired_bootstrap(
-        strata, confidence=policy.confidence, resamples=policy.resamples, seed=policy.seed
+        strata, confidence=policy.confidence, resamples=policy.resamples, seed=policy.seed, expand=True
+    )
+    composite, superior = _superiority(champion, challenger, strata, boot, counted, policy)
+    verdicts = [
+        _category_verdict(champion.categories[s.name], challenger.categories[s.name], s, boot, policy)
+        for s in strata
+    ]
+    verdicts = [dataclasses.replace(v, counted=v.name in counted) for v in verdicts]
+    empty = _empty_replies(champion, challenger, names, policy)
+    checks = {
+        "sanity": True,
+        "empty_replies": not empty.blocked,
+        "superiority": superior,
+        "non_inferiority": all(v.non_inferior for v in verdicts)
+        and not any(v.verdict is Verdict.UNGUARDED for v in verdicts),
+        "floors": not any(v.verdict is Verdict.FLOOR_BREACH for v in verdicts),
+        "preservation": not any(
+            v.preserve and (v.preserve_p is None or v.preserve_p >= 1 - policy.confidence)
+            for v in verdicts
+        ),
+    }
+    promote = all(checks.values())
+    return Decision(
+        promote=promote,
+        reasons=gate_reasons.reasons(checks, composite, verdicts, empty, policy),
+        summary=gate_reasons.summary(promote, checks, composite, champion.label, challenger.label, policy),
+        composite=composite,
+        categories=verdicts,
+        checks=checks,
+        headline=gate_reasons.headline(verdicts, composite, policy),
+        empty=empty,
+        **base,
     )
 
-    # -- superiority
-    only = challenger.categories[names[0]] if len(names) == 1 else None
-    if only is not None and only.binary and champion.categories[only.name].binary:
-        s = strata[0]
-        mc = stats.mcnemar_exact(s.champion, s.challenger, confidence=policy.confidence)
-        composite = CompositeResult(
+
+def _superiority(
+    champion: ModelScores,
+    challenger: ModelScores,
+    strata: list[stats.Stratum],
+    boot: stats.StratifiedBootstrap,
+    counted: list[str],
+    policy: GatePolicy,
+) -> tuple[CompositeResult, bool]:
+    """The composite's result and whether it clears ``min_gain`` (rule 3)."""
+    alpha = 1.0 - policy.confidence
+    only = strata[0] if len(strata) == 1 and counted else None
+    if (
+        only is not None
+        and champion.categories[only.name].binary
+        and challenger.categories[only.name].binary
+    ):
+        mc = stats.mcnemar_exact(only.champion, only.challenger, confidence=policy.confidence)
+        comp = CompositeResult(
             champion=boot.composite.champion_mean,
             challenger=boot.composite.challenger_mean,
             delta=mc.delta,
@@ -336,216 +498,141 @@ def decide_promotion(
             min_gain=policy.min_gain,
             confidence=policy.confidence,
             resamples=0,
+            counted=list(counted),
         )
-        superior = mc.delta > 0 and mc.p_greater < alpha and mc.lower_bound > policy.min_gain
-        how = f"exact McNemar, {mc.b} item(s) won vs {mc.c} lost, one-sided p={mc.p_greater:.4g}"
+        return comp, mc.delta > 0 and mc.p_greater < alpha and mc.lower_bound > policy.min_gain
+    cb = boot.composite
+    comp = CompositeResult(
+        champion=cb.champion_mean,
+        challenger=cb.challenger_mean,
+        delta=cb.delta,
+        lower_bound=cb.lower,
+        method="stratified-bootstrap",
+        p_value=cb.p_greater(policy.min_gain),
+        min_gain=policy.min_gain,
+        confidence=policy.confidence,
+        resamples=cb.resamples,
+        counted=list(counted),
+    )
+    return comp, bool(counted) and cb.delta > 0 and cb.lower > policy.min_gain
+
+
+def _category_verdict(
+    ch: CategoryScores,
+    cl: CategoryScores,
+    s: stats.Stratum,
+    boot: stats.StratifiedBootstrap,
+    policy: GatePolicy,
+) -> CategoryVerdict:
+    """One category's guard, preservation test and floor (rules 4-6)."""
+    alpha = 1.0 - policy.confidence
+    b = boot.strata[s.name]
+    pol = cl.policy
+    n = len(s.champion)
+    margin = policy.default_margin if pol.margin is None else pol.margin
+    sd = stats.paired_sd(s.champion, s.challenger)
+    sd_guard = stats.shrunk_sd(sd, n)
+    detectable = stats.min_detectable_difference(
+        n, confidence=policy.confidence, power=policy.power, sd=sd_guard
+    )
+    widen = policy.unguarded == "widen"
+    widened = detectable > margin + _TOL
+    guard = max(margin, detectable) if widen else margin
+    p = b.p_greater(-guard)
+    non_inferior = p < alpha
+    keep_guard = max(pol.tolerance, detectable) if widen else pol.tolerance
+    keep_p = b.p_greater(-keep_guard) if pol.preserve else None
+    keep_widened = pol.preserve and detectable > pol.tolerance + _TOL
+    within_sd = math.sqrt(max(0.0, ch.within_var + cl.within_var))
+    limit = min(margin, pol.tolerance) if pol.preserve else margin  # what the operator asked
+    if pol.floor is not None and b.challenger_mean < pol.floor - _TOL:
+        verdict = Verdict.FLOOR_BREACH
+    elif keep_p is not None and not keep_p < alpha:
+        verdict = Verdict.PRESERVE_BREACH
+    elif not widen and (widened or keep_widened):
+        verdict = Verdict.UNGUARDED
+    elif not non_inferior:
+        verdict = Verdict.REGRESSED if b.delta < 0 else Verdict.INCONCLUSIVE
+    elif b.lower > 0:
+        verdict = Verdict.BETTER
     else:
-        cb = boot.composite
-        composite = CompositeResult(
-            champion=cb.champion_mean,
-            challenger=cb.challenger_mean,
-            delta=cb.delta,
-            lower_bound=cb.lower,
-            method="stratified-bootstrap",
-            p_value=cb.p_greater(policy.min_gain),
-            min_gain=policy.min_gain,
-            confidence=policy.confidence,
-            resamples=cb.resamples,
+        verdict = Verdict.NON_INFERIOR
+    return CategoryVerdict(
+        name=s.name,
+        kind=cl.kind,
+        n_items=n,
+        weight=cl.weight,
+        champion_mean=b.champion_mean,
+        challenger_mean=b.challenger_mean,
+        delta=b.delta,
+        lo=b.lower,
+        hi=b.upper,
+        p_value=p,
+        verdict=verdict,
+        margin=margin,
+        guard=guard,
+        widened=widened,
+        non_inferior=non_inferior,
+        sd=sd,
+        detectable=detectable,
+        n_required=stats.required_items(
+            limit, confidence=policy.confidence, power=policy.power, sd=sd_guard
+        ),
+        repeats=cl.repeats,
+        within_sd=within_sd,
+        repeats_required=stats.required_repeats(
+            sd_guard, within_sd, cl.repeats, n, limit, confidence=policy.confidence, power=policy.power
         )
-        superior = cb.delta > 0 and cb.lower > policy.min_gain
-        how = f"stratified paired bootstrap, {cb.resamples} resamples, p={composite.p_value:.4g}"
-    conf_pct = f"{policy.confidence * 100:g}%"
-    sup_line = (
-        f"superiority: composite {composite.champion:.4f} -> {composite.challenger:.4f} "
-        f"(delta {composite.delta:+.4f}), one-sided {conf_pct} lower bound {composite.lower_bound:+.4f} "
-        f"{'>' if composite.lower_bound > policy.min_gain else '<='} min_gain {policy.min_gain:+.4f} ({how})"
+        if cl.repeats > 1
+        else None,
+        champion_ci=b.champion_ci,
+        challenger_ci=b.challenger_ci,
+        mcnemar_p=stats.mcnemar_exact(s.champion, s.challenger, bound=False).p_two_sided
+        if ch.binary and cl.binary
+        else None,
+        floor=pol.floor,
+        preserve=pol.preserve,
+        tolerance=pol.tolerance,
+        preserve_guard=keep_guard if pol.preserve else 0.0,
+        preserve_p=keep_p,
+        champion_empty=ch.empty,
+        challenger_empty=cl.empty,
+        champion_unparsed=ch.unparsed,
+        challenger_unparsed=cl.unparsed,
     )
-    if composite.delta <= 0:
-        sup_line += "; no observed improvement (ties never promote)"
 
-    # -- per category
-    pre: dict[str, dict[str, Any]] = {}
-    for s in strata:
-        ch, cl = champion.categories[s.name], challenger.categories[s.name]
-        pol = cl.policy
-        margin = policy.default_margin if pol.margin is None else pol.margin
-        b = boot.strata[s.name]
-        n = len(s.champion)
-        mdd = stats.min_detectable_difference(
-            n, confidence=policy.confidence, power=policy.power, sd=policy.assumed_sd
-        )
-        binary = ch.binary and cl.binary
-        pre[s.name] = {
-            "b": b,
-            "n": n,
-            "margin": margin,
-            "p": b.p_greater(-margin),
-            "underpowered": mdd > margin,
-            "mdd": mdd,
-            "n_required": stats.required_items(
-                margin, confidence=policy.confidence, power=policy.power, sd=policy.assumed_sd
-            ),
-            "mcnemar_p": stats.mcnemar_exact(s.champion, s.challenger).p_two_sided
-            if binary
-            else None,
-            "preserve_p": b.p_greater(-pol.tolerance) if pol.preserve else None,
-        }
-    powered = [nm for nm in names if not pre[nm]["underpowered"]]
-    adjusted = dict(zip(powered, stats.holm_adjust([pre[nm]["p"] for nm in powered]), strict=True))
 
-    verdicts: list[CategoryVerdict] = []
-    for name in names:
-        ch, cl, d = champion.categories[name], challenger.categories[name], pre[name]
-        b, pol = d["b"], cl.policy
-        p_adj = adjusted.get(name)
-        proven_regression = b.upper < -d["margin"]
-        if d["underpowered"]:
-            non_inferior: bool | None = False if proven_regression else None
+def _empty_replies(
+    champion: ModelScores, challenger: ModelScores, names: list[str], policy: GatePolicy
+) -> EmptyReplies:
+    """Rule 2: exact McNemar on the per-item empty indicator, pooled over categories.
+
+    Scores built without ``empty_items`` (counts only) are treated as if no item were empty for
+    both models, which makes every empty reply discordant (the test then has more pairs).
+    """
+    only_cl = only_ch = n_ch = n_cl = 0
+    for nm in names:
+        ch, cl = champion.categories[nm], challenger.categories[nm]
+        e_ch = ch.empty_items if ch.empty_items or not ch.empty else None
+        e_cl = cl.empty_items if cl.empty_items or not cl.empty else None
+        if e_ch is None or e_cl is None:
+            a, b = min(ch.empty, len(ch.item_scores)), min(cl.empty, len(cl.item_scores))
+            only_ch, only_cl, n_ch, n_cl = only_ch + a, only_cl + b, n_ch + a, n_cl + b
         else:
-            non_inferior = p_adj is not None and p_adj < alpha
-        floor_breach = pol.floor is not None and b.challenger_mean < pol.floor - _TOL
-        preserve_breach = (
-            pol.preserve and (b.champion_mean - b.challenger_mean) > pol.tolerance + _TOL
-        )
-        if floor_breach:
-            verdict = "floor-breach"
-        elif preserve_breach:
-            verdict = "preserve-breach"
-        elif non_inferior is False:
-            verdict = "regressed" if b.delta < 0 else "inconclusive"
-        elif non_inferior is None and not d["p"] < alpha:
-            verdict = "underpowered"
-        elif b.lower > 0:
-            verdict = "better"
-        else:
-            verdict = "non-inferior"
-        verdicts.append(
-            CategoryVerdict(
-                name=name,
-                kind=cl.kind,
-                n_items=d["n"],
-                weight=cl.weight,
-                champion_mean=b.champion_mean,
-                challenger_mean=b.challenger_mean,
-                delta=b.delta,
-                lo=b.lower,
-                hi=b.upper,
-                p_value=d["p"],
-                p_adjusted=p_adj,
-                verdict=verdict,
-                underpowered=d["underpowered"],
-                margin=d["margin"],
-                non_inferior=non_inferior,
-                min_detectable=d["mdd"],
-                n_required=d["n_required"],
-                champion_ci=b.champion_ci,
-                challenger_ci=b.challenger_ci,
-                mcnemar_p=d["mcnemar_p"],
-                floor=pol.floor,
-                preserve=pol.preserve,
-                tolerance=pol.tolerance,
-                preserve_p=d["preserve_p"],
-                champion_empty=ch.empty,
-                challenger_empty=cl.empty,
-                champion_unparsed=ch.unparsed,
-                challenger_unparsed=cl.unparsed,
-            )
-        )
-
-    # -- checks
-    lines: list[tuple[bool, str]] = []
-    champ_empty = sum(c.empty for c in champion.categories.values())
-    chall_empty = sum(c.empty for c in challenger.categories.values())
-    empty_ok = chall_empty - champ_empty <= policy.max_empty_increase
-    lines.append(
-        (
-            empty_ok,
-            f"sanity: same {len(names)} categories and item ids, scores finite in [0, 1]; "
-            f"empty replies {champ_empty} -> {chall_empty} (allowed increase {policy.max_empty_increase})",
-        )
-    )
-    lines.append((superior, sup_line))
-
-    ni_fail = [v for v in verdicts if v.non_inferior is False]
-    under = [v for v in verdicts if v.underpowered]
-    ni_text = "; ".join(
-        f"{v.name} delta {v.delta:+.4f}, upper bound of regression {-v.lo:.4f} vs margin {v.margin:.4f}, "
-        f"p={v.p_value:.4g}"
-        + (f", Holm p={v.p_adjusted:.4g}" if v.p_adjusted is not None else ", proven regression")
-        for v in ni_fail
-    )
-    ni_line = (
-        f"non_inferiority: {len(ni_fail)} categor{'y' if len(ni_fail) == 1 else 'ies'} not non-inferior ({ni_text})"
-        if ni_fail
-        else f"non_inferiority: {len(powered)} powered categor{'y' if len(powered) == 1 else 'ies'} "
-        f"non-inferior at {conf_pct} (Holm)"
-    )
-    if under:
-        ni_line += "; underpowered (informational): " + ", ".join(
-            f"{v.name} (n={v.n_items}, detectable {v.min_detectable:.3f} > margin {v.margin:.3f}, "
-            f"needs {v.n_required} items)"
-            for v in under
-        )
-    lines.append((not ni_fail, ni_line))
-
-    floors = [v for v in verdicts if v.floor is not None]
-    floor_fail = [v for v in floors if v.challenger_mean < (v.floor or 0.0) - _TOL]
-    lines.append(
-        (
-            not floor_fail,
-            "floors: "
-            + (
-                "; ".join(
-                    f"{v.name} challenger mean {v.challenger_mean:.4f} {'<' if v in floor_fail else '>='} floor {v.floor:.4f}"
-                    for v in floors
-                )
-                or "none set"
-            ),
-        )
-    )
-
-    keep = [v for v in verdicts if v.preserve]
-    keep_fail = [v for v in keep if v.verdict == "preserve-breach"]
-    lines.append(
-        (
-            not keep_fail,
-            "preservation: "
-            + (
-                "; ".join(
-                    f"{v.name} drop {v.champion_mean - v.challenger_mean:+.4f} "
-                    f"{'>' if v in keep_fail else '<='} tolerance {v.tolerance:.4f} (p={v.preserve_p:.4g})"
-                    for v in keep
-                )
-                or "no preserve categories"
-            ),
-        )
-    )
-
-    check_names = ["sanity", "superiority", "non_inferiority", "floors", "preservation"]
-    checks = {nm: ok for nm, (ok, _) in zip(check_names, lines, strict=True)}
-    promote = all(checks.values())
-    reasons = [
-        ("passed " if ok else "FAILED ") + ln for ok, ln in sorted(lines, key=lambda t: t[0])
-    ]
-    failed = [nm for nm in check_names if not checks[nm]]
-    if promote:
-        summary = (
-            f"PROMOTE: {challenger.label} beats {champion.label} by {composite.delta:+.4f} "
-            f"({conf_pct} lower bound {composite.lower_bound:+.4f}); all checks passed"
-        )
-    else:
-        summary = (
-            f"REJECT: {challenger.label} vs {champion.label}: failed {', '.join(failed)} "
-            f"(composite delta {composite.delta:+.4f}, lower bound {composite.lower_bound:+.4f})"
-        )
-    return Decision(
-        promote=promote,
-        reasons=reasons,
-        summary=summary,
-        composite=composite,
-        categories=verdicts,
-        checks=checks,
-        **base,
+            only_ch += len(e_ch - e_cl)
+            only_cl += len(e_cl - e_ch)
+            n_ch, n_cl = n_ch + len(e_ch), n_cl + len(e_cl)
+    m = only_ch + only_cl
+    p = stats.binom_sf(only_cl, m, 0.5) if m else 1.0
+    blocked = (n_cl - n_ch) > policy.max_empty_increase and p < 1.0 - policy.confidence
+    return EmptyReplies(
+        champion=n_ch,
+        challenger=n_cl,
+        only_challenger=only_cl,
+        only_champion=only_ch,
+        p_value=p,
+        allowed=policy.max_empty_increase,
+        blocked=blocked,
     )
 
 
@@ -575,7 +662,13 @@ def _sanity_problems(champion: ModelScores, challenger: ModelScores) -> list[str
             )
         if not ia and not ib:
             problems.append(f"category {name}: no items scored")
-        if (ch.kind, ch.weight, ch.binary, ch.policy) != (cl.kind, cl.weight, cl.binary, cl.policy):
+        if (ch.kind, ch.weight, ch.binary, ch.repeats, ch.policy) != (
+            cl.kind,
+            cl.weight,
+            cl.binary,
+            cl.repeats,
+            cl.policy,
+        ):
             problems.append(
                 f"category {name}: kind/weight/sampling/policy differ between {champion.label} and "
                 f"{challenger.label} (the suite changed?); re-score both on the same suite"

@@ -157,7 +157,9 @@ def category_scores(
 
     Returns:
         ``item_scores`` holds each item's mean over its samples; ``empty`` counts empty
-        replies and ``unparsed`` non-empty unparsed ones, over all samples.
+        replies and ``unparsed`` non-empty unparsed ones, over all samples; ``empty_items``
+        names the items with an empty reply; ``within_var`` is the mean within-item sample
+        variance over repeats (0 for one sample).
 
     Raises:
         ValueError: an item id not in the category, or an item without samples.
@@ -165,14 +167,21 @@ def category_scores(
     known = {i.id for i in category.items}
     item_scores: dict[str, float] = {}
     empty = unparsed = 0
+    empty_items: set[str] = set()
+    within: list[float] = []
     for item_id, samples in results.items():
         if item_id not in known:
             raise ValueError(f"category {category.name!r} has no item {item_id!r}")
         if not samples:
             raise ValueError(f"category {category.name!r} item {item_id!r} has no scored samples")
-        item_scores[item_id] = math.fsum(s.score for s in samples) / len(samples)
+        mean = math.fsum(s.score for s in samples) / len(samples)
+        item_scores[item_id] = mean
+        if len(samples) > 1:
+            within.append(math.fsum((s.score - mean) ** 2 for s in samples) / (len(samples) - 1))
         empty += sum(1 for s in samples if s.empty)
         unparsed += sum(1 for s in samples if not s.empty and not s.parsed)
+        if any(s.empty for s in samples):
+            empty_items.add(item_id)
     return CategoryScores(
         name=category.name,
         kind=category.kind,
@@ -182,6 +191,9 @@ def category_scores(
         empty=empty,
         unparsed=unparsed,
         policy=category.policy,
+        empty_items=frozenset(empty_items),
+        repeats=category.repeats if category.generates else 1,
+        within_var=math.fsum(within) / len(within) if within else 0.0,
     )
 
 

@@ -6,14 +6,16 @@
   Evals", arXiv:2411.00640, on paired differences and clustered/stratified evals).
 * The exact McNemar test for paired binary outcomes (McNemar 1947,
   Psychometrika 12:153-157): a binomial test on the discordant pairs.
-* Holm's step-down adjustment (Holm 1979, Scand. J. Statist. 6:65-70).
-* The power rule that decides when a category is too small for its margin.
+* Small-sample widening of percentile bounds (Hesterberg 2015), Student t quantiles and
+  Welch-Satterthwaite degrees of freedom, a prior-pooled SD for tiny categories.
+* The power rule: the smallest drop a category can guard, and the items or repeats it needs.
 
 numpy only; scipy is a test dependency used to check these numbers.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Sequence
@@ -125,20 +127,36 @@ def _check(confidence: float, resamples: int) -> None:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
 
 
+#: Resample through per-value counts when the pairs take at most this many distinct values.
+_MAX_GROUPS = 64
+
+
 def _resample_means(
     a: FloatArray, b: FloatArray, resamples: int, rng: np.random.Generator
 ) -> tuple[FloatArray, FloatArray]:
-    """Bootstrap means of ``a`` and ``b`` under the SAME item draws (paired), shape ``(resamples,)``."""
+    """Bootstrap means of ``a`` and ``b`` under the SAME item draws (paired), shape ``(resamples,)``.
+
+    Eval scores take few distinct values (0/1 answers, 1-5 judge grades, their means over a few
+    repeats), so the ``n`` items usually form ``K << n`` groups of identical pairs. Drawing ``n``
+    items uniformly with replacement puts ``Multinomial(n, m_k / n)`` of them in group k (``m_k``
+    its size), so the resampled mean is ``counts @ values / n``: the same bootstrap distribution
+    at O(K) instead of O(n) work per resample. More distinct pairs than :data:`_MAX_GROUPS`
+    (continuous scores such as ``loss``) draw item indices instead.
+    """
     n = a.size
-    out_a = np.empty(resamples)
-    out_b = np.empty(resamples)
+    pairs, sizes = np.unique(np.stack([a, b], axis=1), axis=0, return_counts=True)
+    if pairs.shape[0] <= _MAX_GROUPS:
+        counts = rng.multinomial(n, sizes / n, size=resamples).astype(np.float64)
+        means = counts @ pairs / n
+        return np.ascontiguousarray(means[:, 0]), np.ascontiguousarray(means[:, 1])
+    both = np.stack([a, b], axis=1)
+    out = np.empty((resamples, 2))
     rows = max(1, _MAX_DRAW_CELLS // n)
     for start in range(0, resamples, rows):
         stop = min(resamples, start + rows)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        out_a[start:stop] = a[idx].mean(axis=1)
-        out_b[start:stop] = b[idx].mean(axis=1)
-    return out_a, out_b
+        idx = rng.integers(0, n, size=(stop - start, n), dtype=np.int32 if n < 2**31 else np.int64)
+        out[start:stop] = both[idx].mean(axis=1)
+    return np.ascontiguousarray(out[:, 0]), np.ascontiguousarray(out[:, 1])
 
 
 def _result(
@@ -212,6 +230,7 @@ def stratified_paired_bootstrap(
     confidence: float = 0.95,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    expand: bool = False,
 ) -> StratifiedBootstrap:
     """Stratified paired bootstrap of the weighted composite ``sum_c w_c * delta_c / sum_c w_c``.
 
@@ -222,9 +241,24 @@ def stratified_paired_bootstrap(
     independently).
     Each stratum's own result comes from the same draws.
 
+    With ``expand``, the percentile bounds are widened for small samples, as Hesterberg's
+    *expanded percentile interval* does (Hesterberg 2015, "What Teachers Should Know About the
+    Bootstrap", The American Statistician 69(4):371-386, section 5.2): the plain percentile
+    interval of a mean is too narrow by ``sqrt((n - 1) / n)`` (the bootstrap variance divides
+    by n) and by ``t_{n-1} / z`` (it ignores that the spread is estimated). Each stratum's
+    resampled deviations from its observed means are scaled by ``sqrt(n / (n - 1)) *
+    t(confidence, n - 1) / z(confidence)``; the composite's by ``sqrt(n_c / (n_c - 1))`` per
+    stratum and ``t(confidence, df) / z(confidence)`` overall, with ``df`` the
+    Welch-Satterthwaite degrees of freedom of the weighted stratum means (Satterthwaite 1946,
+    Biometrics Bulletin 2(6):110-114). The bounds at ``confidence`` then equal the expanded
+    interval's for a symmetric bootstrap distribution; p-values keep their duality with those
+    bounds. A stratum of one item says nothing about its difference: expanded, its bounds span
+    the whole range ``[-1, 1]`` of a difference of [0, 1] scores.
+
     Args:
         strata: at least one stratum, names unique, weights >= 0 with a positive sum.
         confidence, resamples, seed: as for :func:`paired_bootstrap`.
+        expand: widen the bounds for small samples (see above).
 
     Raises:
         ValueError: no strata, duplicate names, negative weights or a zero weight sum, or
@@ -240,26 +274,40 @@ def stratified_paired_bootstrap(
     if np.any(weights < 0) or not np.isfinite(weights).all() or weights.sum() <= 0:
         raise ValueError(f"weights must be finite, >= 0 and sum to > 0, got {weights.tolist()}")
     total = float(weights.sum())
+    z = _z(confidence)
     comp_a = np.zeros(resamples)
     comp_b = np.zeros(resamples)
     obs_a = obs_b = 0.0
+    var_terms: list[tuple[float, int]] = []
     per: dict[str, BootstrapResult] = {}
     for s, w in zip(strata, weights, strict=True):
         a, b = _as_pair(s.champion, s.challenger)
+        a_mean, b_mean = float(a.mean()), float(b.mean())
         am, bm = _resample_means(a, b, resamples, _rng(seed, s.name))
-        per[s.name] = _result(
-            float(b.mean() - a.mean()),
-            bm - am,
-            confidence,
-            am,
-            bm,
-            float(a.mean()),
-            float(b.mean()),
-        )
+        n = a.size
+        if expand and n >= 2:
+            root = math.sqrt(n / (n - 1))
+            am = a_mean + root * (am - a_mean)
+            bm = b_mean + root * (bm - b_mean)
+            var_terms.append(((w / total) ** 2 * float(np.var(b - a, ddof=1)) / n, n))
+            f = t_quantile(confidence, n - 1) / z
+            sa, sb = a_mean + f * (am - a_mean), b_mean + f * (bm - b_mean)
+            per[s.name] = _result(b_mean - a_mean, sb - sa, confidence, sa, sb, a_mean, b_mean)
+        elif expand:
+            span = np.linspace(0.0, 1.0, resamples)
+            per[s.name] = _result(
+                b_mean - a_mean, span[::-1] - span, confidence, span, span[::-1], a_mean, b_mean
+            )
+        else:
+            per[s.name] = _result(b_mean - a_mean, bm - am, confidence, am, bm, a_mean, b_mean)
         comp_a += (w / total) * am
         comp_b += (w / total) * bm
-        obs_a += (w / total) * float(a.mean())
-        obs_b += (w / total) * float(b.mean())
+        obs_a += (w / total) * a_mean
+        obs_b += (w / total) * b_mean
+    if expand:
+        h = t_quantile(confidence, welch_satterthwaite_df(var_terms)) / z
+        comp_a = obs_a + h * (comp_a - obs_a)
+        comp_b = obs_b + h * (comp_b - obs_b)
     composite = _result(obs_b - obs_a, comp_b - comp_a, confidence, comp_a, comp_b, obs_a, obs_b)
     return StratifiedBootstrap(composite=composite, strata=per)
 
@@ -350,7 +398,7 @@ class McNemarResult:
 
 
 def mcnemar_exact(
-    champion: Scores, challenger: Scores, *, confidence: float = 0.95
+    champion: Scores, challenger: Scores, *, confidence: float = 0.95, bound: bool = True
 ) -> McNemarResult:
     """Exact (conditional) McNemar test for paired 0/1 outcomes.
 
@@ -364,6 +412,7 @@ def mcnemar_exact(
     Args:
         champion, challenger: per-item outcomes, each exactly 0 or 1, same length n >= 1.
         confidence: for ``lower_bound``.
+        bound: compute ``lower_bound`` (a bisection); False leaves it NaN.
 
     Raises:
         ValueError: lengths differ, no items, or a value that is not 0/1.
@@ -385,7 +434,7 @@ def mcnemar_exact(
         p_greater = binom_sf(b, m, 0.5)
         p_less = binom_cdf(b, m, 0.5)
         p_two = min(1.0, 2.0 * min(p_greater, p_less))
-        lower = (m / n) * (2.0 * clopper_pearson_lower(b, m, confidence) - 1.0)
+        lower = (m / n) * (2.0 * clopper_pearson_lower(b, m, confidence) - 1.0) if bound else math.nan
     return McNemarResult(
         b=b,
         c=c,
@@ -399,30 +448,125 @@ def mcnemar_exact(
     )
 
 
-# ---------------------------------------------------------------- multiplicity and power
+# ---------------------------------------------------------------- small samples and power
 
 
-def holm_adjust(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values, in the input order.
+def _t_two_sided_mass(t: float, df: int) -> float:
+    """``P(|T| <= t)`` for Student's t with integer ``df`` (Abramowitz & Stegun 1964, 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    if df % 2:
+        term, acc = 1.0, 0.0
+        if df > 1:
+            acc = term = math.cos(theta)
+            for k in range(3, df - 1, 2):
+                term *= c2 * (k - 1) / k
+                acc += term
+        return min(1.0, 2.0 / math.pi * (theta + math.sin(theta) * acc))
+    term = acc = 1.0
+    for k in range(2, df - 1, 2):
+        term *= c2 * (k - 1) / k
+        acc += term
+    return min(1.0, math.sin(theta) * acc)
 
-    With the m p-values sorted ascending, ``p_adj(i) = max_{j <= i} min(1, (m - j) * p(j))``
-    (0-based j); rejecting where ``p_adj < alpha`` controls the family-wise error rate at
-    alpha under any dependence (Holm 1979, Scand. J. Statist. 6:65-70).
+
+#: Above this many degrees of freedom the Cornish-Fisher expansion is exact to < 1e-6.
+_T_EXACT_MAX_DF = 200
+
+
+@functools.lru_cache(maxsize=4096)
+def t_quantile(q: float, df: float) -> float:
+    """The ``q`` quantile of Student's t with ``df`` degrees of freedom.
+
+    A fractional ``df`` (Welch-Satterthwaite) is rounded down, which widens the bound. Up to
+    200 df the exact integer-df distribution (Abramowitz & Stegun 1964, *Handbook of
+    Mathematical Functions*, 26.7.3-4) is inverted by bisection; above, the Cornish-Fisher
+    expansion in ``1/df`` (A&S 26.7.5); the normal quantile for infinite or NaN ``df``.
+    Checked against scipy in the tests.
 
     Raises:
-        ValueError: a p-value outside [0, 1] or NaN.
+        ValueError: q outside (0, 1) or df < 1.
     """
-    ps = [float(p) for p in p_values]
-    if any(not 0.0 <= p <= 1.0 for p in ps):
-        raise ValueError(f"p-values must be in [0, 1], got {ps}")
-    m = len(ps)
-    order = sorted(range(m), key=lambda i: ps[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * ps[i]))
-        adjusted[i] = running
-    return adjusted
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"q must be in (0, 1), got {q}")
+    if not math.isfinite(df):
+        return _z(q)
+    if df < 1.0:
+        raise ValueError(f"df must be >= 1, got {df}")
+    nu = int(math.floor(df))
+    if q < 0.5:
+        return -t_quantile(1.0 - q, nu)
+    if nu > _T_EXACT_MAX_DF:
+        x = _z(q)
+        g1 = (x**3 + x) / 4
+        g2 = (5 * x**5 + 16 * x**3 + 3 * x) / 96
+        g3 = (3 * x**7 + 19 * x**5 + 17 * x**3 - 15 * x) / 384
+        return x + g1 / nu + g2 / nu**2 + g3 / nu**3
+    target = 2.0 * q - 1.0
+    lo, hi = 0.0, 1.0
+    while _t_two_sided_mass(hi, nu) < target:
+        hi *= 2.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if _t_two_sided_mass(mid, nu) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def welch_satterthwaite_df(terms: Sequence[tuple[float, int]]) -> float:
+    """Degrees of freedom of a sum of independent variance estimates.
+
+    ``terms``: ``(v_c, n_c)`` pairs, ``v_c`` the estimated variance of the c-th term (e.g.
+    ``w_c^2 * s_c^2 / n_c``) with ``n_c - 1`` degrees of freedom; ``df = (sum v_c)^2 /
+    sum(v_c^2 / (n_c - 1))`` (Satterthwaite 1946, Biometrics Bulletin 2(6):110-114).
+    Terms with ``n_c < 2`` or ``v_c <= 0`` carry no information and are skipped; infinity when
+    nothing remains (no estimated spread to correct for).
+    """
+    used = [(v, n) for v, n in terms if n >= 2 and v > 0.0]
+    if not used:
+        return math.inf
+    return sum(v for v, _ in used) ** 2 / sum(v * v / (n - 1) for v, n in used)
+
+
+#: Planning SD of a per-item paired difference when nothing has been measured: 0.5, the largest
+#: SD of one [0, 1] score (a fair coin), hence conservative for differences of 0/1 answers that
+#: disagree on up to a quarter of items and for every graded kind measured so far (judge 0.14).
+PRIOR_SD = 0.5
+#: Weight, in degrees of freedom, of :data:`PRIOR_SD` when pooled with an observed SD.
+PRIOR_DF = 1.0
+
+
+def shrunk_sd(sd: float, n: int, *, prior_sd: float = PRIOR_SD, prior_df: float = PRIOR_DF) -> float:
+    """An observed SD of ``n`` paired differences pooled with a prior SD worth ``prior_df`` items.
+
+    ``sqrt(((n - 1) * sd^2 + prior_df * prior_sd^2) / (n - 1 + prior_df))``: the scale of the
+    scaled-inverse-chi-square posterior of a normal variance (Gelman et al. 2013, *Bayesian Data
+    Analysis*, 3rd ed., section 3.3). It is the observed SD for large n, but never 0 for a
+    handful of identical differences (ten ties say little about 10,000 future items), and the
+    prior alone for one item.
+
+    Raises:
+        ValueError: n < 1, or a negative SD.
+    """
+    if n < 1 or sd < 0 or prior_sd < 0 or prior_df <= 0:
+        raise ValueError(f"need n >= 1 and SDs >= 0, got n={n}, sd={sd}, prior_sd={prior_sd}")
+    return math.sqrt(((n - 1) * sd * sd + prior_df * prior_sd * prior_sd) / (n - 1 + prior_df))
+
+
+def paired_sd(champion: Scores, challenger: Scores) -> float:
+    """Sample SD (ddof=1) of the per-item differences ``challenger - champion``; 0 for one item.
+
+    With items scored as the mean over repeats, this is the SD of cluster means: the clustered
+    standard error of Miller 2024 (arXiv:2411.00640, section 2.2) for equal cluster sizes is this
+    SD over ``sqrt(n)``.
+
+    Raises:
+        ValueError: as :func:`paired_bootstrap` for bad inputs.
+    """
+    a, b = _as_pair(champion, challenger)
+    return float(np.std(b - a, ddof=1)) if a.size > 1 else 0.0
 
 
 def _z(q: float) -> float:
@@ -458,3 +602,40 @@ def required_items(
     if margin <= 0:
         return 2**31 - 1
     return math.ceil(((_z(confidence) + _z(power)) * sd / margin) ** 2 - 1e-9)
+
+
+def required_repeats(
+    sd: float,
+    within_sd: float,
+    repeats: int,
+    n: int,
+    margin: float,
+    *,
+    confidence: float = 0.95,
+    power: float = 0.8,
+) -> int | None:
+    """Samples per item that would let ``n`` items guard ``margin``; None when no number can.
+
+    The variance of an item's difference averaged over K samples is ``s_b^2 + s_w^2 / K``
+    (between-item plus within-item variance, Miller 2024, arXiv:2411.00640, section 2.3 on
+    resampling): ``s_b^2 = sd^2 - within_sd^2 / repeats`` is estimated from tonight's ``sd`` at
+    ``repeats`` samples, and K is the smallest count whose total variance is at most
+    ``n * (margin / (z_conf + z_power))^2``. More samples cannot remove ``s_b^2``: None when it
+    alone is too large (more items are then the only way).
+
+    Args:
+        sd: SD of the per-item differences of item means (``repeats`` samples each).
+        within_sd: SD of one sample's difference around its item's mean (both models' within-item
+            variances added).
+        repeats, n: samples per item and items tonight.
+        margin: the drop to guard (score units).
+    """
+    if margin <= 0 or n < 1 or repeats < 1:
+        return None
+    target = n * (margin / (_z(confidence) + _z(power))) ** 2
+    between = max(0.0, sd * sd - within_sd * within_sd / repeats)
+    if between >= target:
+        return None
+    if within_sd <= 0:
+        return 1
+    return max(1, math.ceil(within_sd * within_sd / (target - between) - 1e-9))

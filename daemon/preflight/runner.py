@@ -14,6 +14,7 @@ from daemon.config import Config
 from daemon.dataset import Example
 from daemon.errors import Interrupted, SuiteError, reading, reading_location
 from daemon.preflight import data, model, suite, system
+from daemon.preflight.guards import check_guards
 from daemon.preflight.report import CheckResult, Level, PreflightReport
 from daemon.resources import ModelShape
 from daemon.suite import Suite, load_suite
@@ -121,6 +122,7 @@ def run_preflight(cfg: Config, *, smoke: bool = False, holding_lock: bool = Fals
     run("model", lambda: model.check_model(cfg, ctx.model_config, ctx.config_error, ctx.weights))
     run("suite", lambda: suite.suite_results(*ctx.suite))
     run("suite.judge", lambda: suite.check_judges(ctx.suite[0]))
+    run("suite.guards", lambda: check_guards(cfg))
     run("dataset", ctx.dataset)
     run("dataset.tokens", lambda: data.check_token_lengths(cfg, ctx.examples))
     run("resources.disk", lambda: system.check_disk(cfg, ctx.shape, ctx.weights.data_bytes))

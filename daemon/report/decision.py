@@ -1,52 +1,74 @@
 """The promotion decision rendered as Markdown (the gate decides, the report renders).
 
 :func:`render_decision_markdown` turns a :class:`daemon.gate.Decision` into the
-decision section of the morning report.
+decision section of the morning report. Every string that came from outside
+(category names, labels, reasons quoting them) goes through the report's escaping.
 """
 
 from __future__ import annotations
 
-from daemon.gate import Decision
+from typing import Any
+
+from daemon.gate import Decision, Verdict
+
+
+def _e(text: Any) -> str:
+    from daemon.report import _esc  # the package imports this module first
+
+    return _esc(text, limit=2000)
 
 
 def render_decision_markdown(decision: Decision) -> str:
-    """The decision as Markdown: verdict, per-category table, preservation rows, composite, why.
+    """The decision as Markdown: verdict, headline, per-category table, preservation rows,
+    composite, what was and was not ruled out, and why.
 
     Intervals in the table: each model's mean with its two-sided ``confidence`` interval; delta
-    with its one-sided lower and upper bounds.
+    with its one-sided lower and upper bounds; ``guard`` is the drop the category was tested
+    against (its margin, or the larger drop it can detect when it cannot guard the margin).
     """
     d = decision
-    out = [f"## Promotion decision: {'PROMOTE' if d.promote else 'REJECT'}", "", d.summary, ""]
+    out = [f"## Promotion decision: {'PROMOTE' if d.promote else 'REJECT'}", "", _e(d.summary), ""]
+    if d.headline:
+        out += [f"- **{_e(h)}**" for h in d.headline] + [""]
     conf = d.composite.confidence if d.composite else float(d.policy.get("confidence", 0.95))
     if d.categories:
         out += [
-            "| category | kind | n | champion (CI) | challenger (CI) | delta [lo, hi] | margin | p (NI) | p (Holm) | verdict |",
+            "| category | kind | n | champion (CI) | challenger (CI) | delta [lo, hi] | margin | guard | p (guard) | verdict |",
             "|---|---|---:|---|---|---|---:|---:|---:|---|",
         ]
         for v in d.categories:
-            flag = " (underpowered)" if v.underpowered and v.verdict != "underpowered" else ""
+            mark = " (not counted)" if not v.counted else ""
             out.append(
-                f"| {v.name} | {v.kind} | {v.n_items} "
+                f"| {_e(v.name)}{mark} | {_e(v.kind)} | {v.n_items} "
                 f"| {v.champion_mean:.3f} [{v.champion_ci[0]:.3f}, {v.champion_ci[1]:.3f}] "
                 f"| {v.challenger_mean:.3f} [{v.challenger_ci[0]:.3f}, {v.challenger_ci[1]:.3f}] "
-                f"| {v.delta:+.3f} [{v.lo:+.3f}, {v.hi:+.3f}] | {v.margin:.3f} | {_p(v.p_value)} "
-                f"| {_p(v.p_adjusted)} | {v.verdict}{flag} |"
+                f"| {v.delta:+.3f} [{v.lo:+.3f}, {v.hi:+.3f}] | {v.margin:.3f} "
+                f"| {v.guard:.3f}{'*' if v.widened else ''} | {_p(v.p_value)} | {v.verdict.value} |"
             )
         out.append("")
+        widened = [v for v in d.categories if v.widened]
+        if widened:
+            out += [
+                "\\* "
+                + _e(", ".join(v.name for v in widened))
+                + " cannot guard the margin with the items it has; the gate tested the drop it can "
+                f"detect ({d.policy.get('power', 0.8) * 100:g}% of the time when nothing changed) instead.",
+                "",
+            ]
         keep = [v for v in d.categories if v.preserve]
         if keep:
             out += [
                 "### Knowledge preservation",
                 "",
-                "| category | champion | challenger | drop | tolerance | p (drop < tolerance) | result |",
-                "|---|---:|---:|---:|---:|---:|---|",
+                "| category | champion | challenger | drop | tolerance | guarded drop | p (drop < guarded) | result |",
+                "|---|---:|---:|---:|---:|---:|---:|---|",
             ]
             for v in keep:
                 drop = v.champion_mean - v.challenger_mean
-                ok = v.verdict != "preserve-breach"
+                ok = v.verdict is not Verdict.PRESERVE_BREACH
                 out.append(
-                    f"| {v.name} | {v.champion_mean:.3f} | {v.challenger_mean:.3f} | {drop:+.3f} "
-                    f"| {v.tolerance:.3f} | {_p(v.preserve_p)} | {'kept' if ok else 'LOST'} |"
+                    f"| {_e(v.name)} | {v.champion_mean:.3f} | {v.challenger_mean:.3f} | {drop:+.3f} "
+                    f"| {v.tolerance:.3f} | {v.preserve_guard:.3f} | {_p(v.preserve_p)} | {'kept' if ok else 'LOST'} |"
                 )
             out.append("")
     if d.composite is not None:
@@ -58,11 +80,39 @@ def render_decision_markdown(decision: Decision) -> str:
             f"lower bound {c.lower_bound:+.4f} vs min_gain {c.min_gain:+.4f} ({c.method}"
             + (f", {c.resamples} resamples" if c.resamples else "")
             + (f", p={_p(c.p_value)}" if c.p_value is not None else "")
-            + ").",
+            + f"; {len(c.counted)} of {len(d.categories)} categories counted).",
             "",
         ]
-    out += ["### Why", "", _why(d), "", *[f"- {r}" for r in d.reasons], ""]
+        out += ["### What the gate could rule out", "", *_ruled_out(d, conf), ""]
+    out += ["### Why", "", _e(_why(d)), "", *[f"- {_e(r)}" for r in d.reasons], ""]
     return "\n".join(out)
+
+
+def _ruled_out(d: Decision, conf: float) -> list[str]:
+    """Two plain sentences: drops ruled out at ``conf``, and what remained possible."""
+    pct = f"{conf * 100:g}%"
+    shown = [v for v in d.categories if v.non_inferior]
+    loose = [v for v in d.categories if v.widened or not v.non_inferior]
+    out = []
+    if shown:
+        out.append(
+            f"- Ruled out at {pct}: a drop of "
+            + ", ".join(f"{v.guard:.3f} or more in {_e(v.name)}" for v in shown)
+            + "."
+        )
+    if loose:
+        out.append(
+            "- Not ruled out: "
+            + "; ".join(
+                f"{_e(v.name)} may have dropped by up to {max(0.0, -v.lo):.3f}"
+                + (f" (its margin is {v.margin:.3f}; about {v.n_required} items would guard it)" if v.widened and v.n_required < 10**6 else "")
+                for v in loose
+            )
+            + "."
+        )
+    if not loose:
+        out.append("- Every category guarded its own margin.")
+    return out
 
 
 def _why(d: Decision) -> str:
@@ -76,13 +126,15 @@ def _why(d: Decision) -> str:
     if d.promote:
         return (
             f"{who} improves the weighted composite by {c.delta:+.4f}, and even the pessimistic "
-            f"one-sided bound ({c.lower_bound:+.4f}) clears min_gain {c.min_gain:+.4f}; no category "
-            "regressed beyond its margin, floors and knowledge-preservation limits hold, and replies "
-            "are no emptier, so it is promoted."
+            f"one-sided bound ({c.lower_bound:+.4f}) clears min_gain {c.min_gain:+.4f}; every category "
+            "was shown not to have dropped by its guard or more, floors and knowledge-preservation "
+            "limits hold, and replies are not measurably emptier, so it is promoted."
         )
     parts = []
     if not d.checks.get("superiority", True):
-        if c.delta <= 0:
+        if not c.counted:
+            parts.append("no category is large enough to carry a promotion")
+        elif c.delta <= 0:
             parts.append(
                 f"it does not improve the composite (delta {c.delta:+.4f}; ties never promote)"
             )
@@ -94,10 +146,10 @@ def _why(d: Decision) -> str:
     bad = [v for v in d.categories if v.blocking]
     if bad:
         parts.append(
-            "categories " + ", ".join(f"{v.name} ({v.verdict})" for v in bad) + " block it"
+            "categories " + ", ".join(f"{v.name} ({v.verdict.value})" for v in bad) + " block it"
         )
-    if not d.checks.get("sanity", True):
-        parts.append("it produced more empty replies than allowed")
+    if not d.checks.get("empty_replies", True):
+        parts.append("it leaves significantly more items with empty replies")
     return f"{who} is not promoted: " + "; ".join(parts or ["a check failed"]) + "."
 
 

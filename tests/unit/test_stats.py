@@ -238,33 +238,75 @@ def test_mcnemar_rejects_non_binary() -> None:
         stats.mcnemar_exact([0.5], [1.0])
 
 
-# ---------------------------------------------------------------- Holm
+# ---------------------------------------------------------------- small samples and power
 
 
-def test_holm_worked_example() -> None:
-    # Sorted: 0.005, 0.01, 0.03, 0.04 -> 4*0.005 = 0.02, 3*0.01 = 0.03, 2*0.03 = 0.06,
-    # max(0.06, 1*0.04) = 0.06 (step-down monotonicity), returned in input order.
-    assert stats.holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 29, 99, 200, 201, 1000, 123.7])
+@pytest.mark.parametrize("q", [0.5, 0.65, 0.8, 0.95, 0.975, 0.999, 0.05])
+def test_t_quantile_matches_scipy(q: float, df: float) -> None:
+    # fractional df are rounded down (a wider bound)
+    assert stats.t_quantile(q, df) == pytest.approx(sps.t.ppf(q, math.floor(df)), abs=2e-6)
+    assert stats.t_quantile(q, math.inf) == pytest.approx(sps.norm.ppf(q), abs=1e-9)
 
 
-def test_holm_caps_at_one_and_handles_edges() -> None:
-    assert stats.holm_adjust([0.5, 0.6]) == [1.0, 1.0]
-    assert stats.holm_adjust([]) == []
-    assert stats.holm_adjust([0.03]) == [0.03]
+def test_welch_satterthwaite_worked_example() -> None:
+    # Two terms with variances 0.01 (9 df) and 0.04 (4 df): (0.05)^2 / (0.01^2/9 + 0.04^2/4)
+    # = 0.0025 / (1.111e-5 + 4e-4) = 6.081.
+    assert stats.welch_satterthwaite_df([(0.01, 10), (0.04, 5)]) == pytest.approx(6.0811, abs=1e-4)
+    assert stats.welch_satterthwaite_df([(0.0, 10), (0.02, 1)]) == math.inf
+
+
+def test_expanded_bootstrap_matches_the_paired_t_interval() -> None:
+    # Continuous scores: the expanded percentile bounds equal the paired t bounds of
+    # scipy.stats.ttest_rel up to Monte Carlo error; the plain percentile bounds are narrower.
+    rng = np.random.default_rng(3)
+    a = rng.random(30)
+    b = np.clip(a + rng.normal(0.03, 0.15, 30), 0, 1)
+    ref = sps.ttest_rel(b, a).confidence_interval(confidence_level=0.90)
+    s = [stats.Stratum("x", a, b)]
+    wide = stats.stratified_paired_bootstrap(s, resamples=20_000, seed=1, expand=True)
+    plain = stats.stratified_paired_bootstrap(s, resamples=20_000, seed=1)
+    for r in (wide.strata["x"], wide.composite):
+        assert r.lower == pytest.approx(ref.low, abs=0.004)
+        assert r.upper == pytest.approx(ref.high, abs=0.004)
+    assert plain.strata["x"].upper - plain.strata["x"].lower < 0.96 * (ref.high - ref.low)
+
+
+def test_expanded_single_item_stratum_spans_every_difference() -> None:
+    r = stats.stratified_paired_bootstrap(
+        [stats.Stratum("one", [0.0], [1.0]), stats.Stratum("many", [0.0] * 20, [1.0] * 20)],
+        resamples=1000,
+        expand=True,
+    )
+    one = r.strata["one"]
+    assert one.lower < -0.85 and one.upper > 0.85 and one.p_greater(-0.05) > 0.4
+
+
+def test_grouped_resampling_draws_the_same_bootstrap_as_item_draws() -> None:
+    # 0/1 pairs take 4 values (counts path); the same data plus tiny jitter has 300 distinct
+    # pairs (item-draw path): the two bootstrap distributions agree in mean and spread.
+    jitter = np.linspace(0, 1e-9, N)
+    grouped = stats.paired_bootstrap(CHAMP, CHALL, resamples=10_000, seed=1)
+    drawn = stats.paired_bootstrap(CHAMP + jitter, CHALL + jitter, resamples=10_000, seed=1)
+    for r in (grouped, drawn):
+        d = CHALL - CHAMP
+        assert r.distribution.mean() == pytest.approx(d.mean(), abs=0.001)
+        assert r.distribution.std() == pytest.approx(d.std() / math.sqrt(N), rel=0.03)
+    assert grouped.lower == pytest.approx(drawn.lower, abs=0.004)
+
+
+def test_shrunk_sd_pools_a_prior_worth_one_item() -> None:
+    assert stats.shrunk_sd(0.0, 1) == pytest.approx(0.5)
+    assert stats.shrunk_sd(0.0, 10) == pytest.approx(math.sqrt(0.25 / 10))
+    # (99 * 0.14^2 + 0.25) / 100 = 0.021904
+    assert stats.shrunk_sd(0.14, 100) == pytest.approx(math.sqrt(0.021904))
     with pytest.raises(ValueError):
-        stats.holm_adjust([math.nan])
+        stats.shrunk_sd(0.1, 0)
 
 
-def test_holm_controls_fwer_under_the_global_null() -> None:
-    rng = np.random.default_rng(0)
-    rejections = 0
-    for _ in range(4000):
-        ps = rng.random(5)
-        rejections += any(p < 0.05 for p in stats.holm_adjust(list(ps)))
-    assert rejections / 4000 <= 0.05 + 0.01  # Bonferroni-level bound for independent nulls
-
-
-# ---------------------------------------------------------------- power rule
+def test_paired_sd_is_the_sd_of_item_differences() -> None:
+    assert stats.paired_sd(CHAMP, CHALL) == pytest.approx(np.std(CHALL - CHAMP, ddof=1))
+    assert stats.paired_sd([0.0], [1.0]) == 0.0
 
 
 def test_min_detectable_difference_and_required_items() -> None:
@@ -276,3 +318,14 @@ def test_min_detectable_difference_and_required_items() -> None:
     n = stats.required_items(0.07)
     assert stats.min_detectable_difference(n) <= 0.07 < stats.min_detectable_difference(n - 1)
     assert stats.required_items(0.0) > 10**9
+    assert stats.required_items(0.05, sd=0.14) == 49  # ceil((2.4865 * 0.14 / 0.05)^2) = ceil(48.5)
+
+
+def test_required_repeats_worked_example() -> None:
+    # 100 items, 1 sample, SD of differences 0.3 of which within-item SD 0.25: between-item
+    # variance 0.09 - 0.0625 = 0.0275. Margin 0.05 at 95%/80%: target per-item variance
+    # 100 * (0.05 / 2.4865)^2 = 0.04044; K = ceil(0.0625 / (0.04044 - 0.0275)) = ceil(4.83) = 5.
+    assert stats.required_repeats(0.3, 0.25, 1, 100, 0.05) == 5
+    # the between-item variance alone exceeds the target: only more items help
+    assert stats.required_repeats(0.3, 0.1, 1, 100, 0.05) is None
+    assert stats.required_repeats(0.1, 0.05, 3, 100, 0.05) == 1
