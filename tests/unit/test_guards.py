@@ -72,7 +72,7 @@ def test_suite_check_command_and_preflight_on_the_demo_suite(demo_workspace: Pat
     result = CliRunner().invoke(cli, ["suite", "check", "-c", str(config)])
     assert result.exit_code == 0, result.output
     assert "prior SD 0.5" in result.output
-    assert "sentiment_known" in result.output and "cannot guard its tolerance 0.100" in result.output
+    assert "sentiment_known" in result.output and "cannot guard its margin 0.050: catches a drop of 0.160" in result.output
     data = json.loads(CliRunner().invoke(cli, ["suite", "check", "-c", str(config), "--json"]).output)
     assert {c["name"] for c in data["categories"]} >= {"sentiment", "refusal", "reference_loss"}
     (res,) = check_guards(load_config(config))
