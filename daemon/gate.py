@@ -20,13 +20,14 @@ come from :mod:`daemon.gate_reasons` and the Markdown from
    carry a promotion: they are guarded (4.) but not counted. The observed
    improvement must be strictly positive: ties never promote.
 4. **non-inferiority** per category with the category's own paired spread: H0
-   ``delta <= -guard`` must be rejected. ``guard`` is the category's margin
-   when it can guard it, i.e. when the drop it detects with probability
-   ``power`` (:func:`daemon.stats.min_detectable_difference` at the observed
-   SD of its item differences, pooled with a prior for tiny categories by
-   :func:`daemon.stats.shrunk_sd`) is at most the margin. When it cannot, the
-   ``unguarded`` policy decides, never silently: ``widen`` (default) tests the
-   drop it can detect instead and the decision names it; ``block`` rejects.
+   ``delta <= -guard`` must be rejected. ``guard`` is the category's margin.
+   A category that does not show its margin although it cannot detect a drop of
+   that size (the drop it detects with probability ``power``,
+   :func:`daemon.stats.min_detectable_difference` at the observed SD of its
+   item differences, pooled with a prior for tiny categories by
+   :func:`daemon.stats.shrunk_sd`) is treated by the ``unguarded`` policy,
+   never silently: ``widen`` (default) tests the drop it can detect instead and
+   the decision names it; ``block`` rejects.
    Items scored as a mean over repeats are clusters, so their SD gives the
    clustered standard error (Miller 2024, arXiv:2411.00640, section 2.2).
    Every category must pass, so this is an intersection-union test: promoting a
@@ -240,8 +241,10 @@ class CategoryVerdict:
         lo, hi: one-sided ``confidence`` lower and upper bounds of delta (together a two-sided
             ``2 * confidence - 1`` interval), widened for small samples.
         sd: observed SD of the per-item differences (clustered over repeats).
-        guard: the drop tested: H0 ``delta <= -guard``; ``margin`` unless ``widened``.
-        widened: the category cannot guard ``margin`` (``detectable > margin``).
+        guard: the drop shown not to have happened (H0 ``delta <= -guard``): ``margin`` unless
+            ``widened``.
+        widened: the category did not show its margin and cannot detect a drop of that size
+            (``detectable > margin``), so the drop it can detect was tested instead.
         detectable: the drop it detects with probability ``power`` (tonight's SD, prior-pooled).
         counted: the category counts toward the composite (``n_items >= min_items``).
         p_value: p for H0 ``delta <= -guard`` (expanded paired bootstrap).
@@ -536,20 +539,17 @@ def _category_verdict(
         n, confidence=policy.confidence, power=policy.power, sd=sd_guard
     )
     widen = policy.unguarded == "widen"
-    widened = detectable > margin + _TOL
-    guard = max(margin, detectable) if widen else margin
-    p = b.p_greater(-guard)
+    guard, p, widened = _guard(b, margin, detectable, widen, alpha)
     non_inferior = p < alpha
-    keep_guard = max(pol.tolerance, detectable) if widen else pol.tolerance
-    keep_p = b.p_greater(-keep_guard) if pol.preserve else None
-    keep_widened = pol.preserve and detectable > pol.tolerance + _TOL
+    keep_guard, keep_p_value, _ = _guard(b, pol.tolerance, detectable, widen, alpha)
+    keep_p = keep_p_value if pol.preserve else None
     within_sd = math.sqrt(max(0.0, ch.within_var + cl.within_var))
     limit = min(margin, pol.tolerance) if pol.preserve else margin  # what the operator asked
     if pol.floor is not None and b.challenger_mean < pol.floor - _TOL:
         verdict = Verdict.FLOOR_BREACH
     elif keep_p is not None and not keep_p < alpha:
         verdict = Verdict.PRESERVE_BREACH
-    elif not widen and (widened or keep_widened):
+    elif not widen and not non_inferior and detectable > margin + _TOL:
         verdict = Verdict.UNGUARDED
     elif not non_inferior:
         verdict = Verdict.REGRESSED if b.delta < 0 else Verdict.INCONCLUSIVE
@@ -600,6 +600,21 @@ def _category_verdict(
         champion_unparsed=ch.unparsed,
         challenger_unparsed=cl.unparsed,
     )
+
+
+def _guard(
+    b: stats.BootstrapResult, limit: float, detectable: float, widen: bool, alpha: float
+) -> tuple[float, float, bool]:
+    """``(guard, p, widened)`` for H0 ``delta <= -guard``.
+
+    The limit itself when the category shows it (``p < alpha``); otherwise, under ``widen``
+    and when the category cannot detect a drop of ``limit``, the drop it can detect. The
+    decision equals testing ``max(limit, detectable)``; the guard says which drop was shown.
+    """
+    p = b.p_greater(-limit)
+    if p < alpha or not widen or detectable <= limit + _TOL:
+        return limit, p, False
+    return detectable, b.p_greater(-detectable), True
 
 
 def _empty_replies(

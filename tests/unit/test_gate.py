@@ -218,13 +218,19 @@ def test_floor_breach_is_rejected() -> None:
     assert "FAILED floors: json challenger mean 0.9800 < floor 1.0000" in d.reasons
 
 
+def noisy_tie(n: int = 20) -> tuple[list[float], list[float]]:
+    """No change on n items, but each model wins 2 items the other loses."""
+    return binary_pair(n, 15, gained=2, lost=2)
+
+
 def test_small_unchanged_category_is_guarded_at_what_it_can_detect_and_named() -> None:
-    a, _ = binary_pair(20, 15)
-    d = decide_promotion(*models(big_win(), ("small", a, a, {"weight": 0.25})), POLICY)
+    a, b = noisy_tie()
+    d = decide_promotion(*models(big_win(), ("small", a, b, {"weight": 0.25})), POLICY)
     assert d.promote, d.reasons
     small = next(v for v in d.categories if v.name == "small")
     assert (small.verdict, small.widened, small.non_inferior) == (Verdict.NON_INFERIOR, True, True)
-    sd = stats.shrunk_sd(0.0, 20)
+    assert small.lo < -small.margin  # the margin itself was not shown
+    sd = stats.shrunk_sd(small.sd, 20)
     assert small.detectable == pytest.approx(stats.min_detectable_difference(20, power=0.65, sd=sd))
     assert small.guard == small.detectable > small.margin == 0.05
     assert small.n_required == stats.required_items(0.05, power=0.65, sd=sd)
@@ -232,9 +238,16 @@ def test_small_unchanged_category_is_guarded_at_what_it_can_detect_and_named() -
         "guarded only the drop they can detect: small" in r for r in d.reasons
     )
     assert d.headline == [
-        f"Could not guard their limit at 95%: small (20 items, paired SD 0.000) rules out only a drop "
-        f"of {small.guard:.3f}, not 0.050; about {small.n_required} items would."
+        f"Could not guard their limit at 95%: small (20 items, paired SD {small.sd:.3f}) rules out "
+        f"only a drop of {small.guard:.3f}, not 0.050; about {small.n_required} items would."
     ]
+
+
+def test_a_small_category_that_shows_its_margin_is_not_widened() -> None:
+    a, _ = binary_pair(20, 15)  # identical answers: the margin is shown despite 20 items
+    d = decide_promotion(*models(big_win(), ("small", a, a, {"weight": 0.25})), POLICY)
+    small = next(v for v in d.categories if v.name == "small")
+    assert d.promote and not small.widened and small.guard == 0.05 and d.headline == []
 
 
 def test_small_category_observed_dropping_blocks_under_its_widened_guard() -> None:
@@ -247,8 +260,8 @@ def test_small_category_observed_dropping_blocks_under_its_widened_guard() -> No
 
 
 def test_block_policy_rejects_a_category_that_cannot_guard_its_margin() -> None:
-    a, _ = binary_pair(20, 15)
-    pair = models(big_win(), ("small", a, a, {"weight": 0.25}))
+    a, b = noisy_tie()
+    pair = models(big_win(), ("small", a, b, {"weight": 0.25}))
     d = decide_promotion(*pair, replace(POLICY, unguarded="block"))
     assert not d.promote and d.checks["non_inferiority"] is False
     small = next(v for v in d.categories if v.name == "small")
@@ -504,8 +517,8 @@ def test_a_decision_stored_by_the_old_gate_still_renders() -> None:
 
 
 def test_markdown_has_the_table_the_rule_outs_and_the_why() -> None:
-    a, _ = binary_pair(20, 15)
-    d = decide_promotion(*models(big_win(), ("small", a, a, {"weight": 0.25})), POLICY)
+    a, b = noisy_tie()
+    d = decide_promotion(*models(big_win(), ("small", a, b, {"weight": 0.25})), POLICY)
     md = render_decision_markdown(d)
     assert md.startswith("## Promotion decision: PROMOTE\n\nPROMOTE: challenger beats champion")
     assert (
