@@ -585,8 +585,8 @@ def _category_verdict(
         )
         if cl.repeats > 1
         else None,
-        champion_ci=b.champion_ci,
-        challenger_ci=b.challenger_ci,
+        champion_ci=_clip01(b.champion_ci),
+        challenger_ci=_clip01(b.challenger_ci),
         mcnemar_p=stats.mcnemar_exact(s.champion, s.challenger, bound=False).p_two_sided
         if ch.binary and cl.binary
         else None,
@@ -600,6 +600,11 @@ def _category_verdict(
         champion_unparsed=ch.unparsed,
         challenger_unparsed=cl.unparsed,
     )
+
+
+def _clip01(ci: tuple[float, float]) -> tuple[float, float]:
+    """A mean of [0, 1] scores lies in [0, 1]; small-sample widening may overshoot."""
+    return (min(1.0, max(0.0, ci[0])), min(1.0, max(0.0, ci[1])))
 
 
 def _guard(

@@ -140,7 +140,7 @@ def _non_inferiority_line(verdicts: list[CategoryVerdict], policy: GatePolicy) -
                 )
         return (
             f"non_inferiority: {_plural(len(fail), 'category', 'categories')} not shown within "
-            f"its guard at {_pct(policy.confidence)} ({'; '.join(parts)})"
+            f"{'its' if len(fail) == 1 else 'their'} guard at {_pct(policy.confidence)} ({'; '.join(parts)})"
         )
     line = (
         f"non_inferiority: all {_plural(len(verdicts), 'category', 'categories')} shown within "
@@ -215,7 +215,7 @@ def headline(
             "Could not guard their limit at "
             f"{_pct(policy.confidence)}: "
             + "; ".join(
-                f"{v.name} ({v.n_items} items, paired SD {v.sd:.3f}) rules out only a drop of "
+                f"{v.name} ({v.n_items} items, paired SD {v.sd:.3f}) can only guard a drop of "
                 f"{max(v.guard, v.preserve_guard):.3f}, not {min(v.margin, v.tolerance) if v.preserve else v.margin:.3f}"
                 + (f"; about {v.n_required} items would" if v.n_required < 10**6 else "")
                 + (f" (or {v.repeats_required} samples per item)" if v.repeats_required else "")

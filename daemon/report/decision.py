@@ -1,21 +1,15 @@
 """The promotion decision rendered as Markdown (the gate decides, the report renders).
 
 :func:`render_decision_markdown` turns a :class:`daemon.gate.Decision` into the
-decision section of the morning report. Every string that came from outside
-(category names, labels, reasons quoting them) goes through the report's escaping.
+decision section of the morning report. It prints the decision's strings as they
+are: the report passes a copy whose outside strings (category names, labels, and the
+reasons, summary and headline that quote them) are already Markdown-inert
+(:func:`daemon.report.markdown.escaped_decision`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from daemon.gate import Decision, Verdict
-
-
-def _e(text: Any) -> str:
-    from daemon.report import _esc  # the package imports this module first
-
-    return _esc(text, limit=2000)
 
 
 def render_decision_markdown(decision: Decision) -> str:
@@ -27,9 +21,9 @@ def render_decision_markdown(decision: Decision) -> str:
     against (its margin, or the larger drop it can detect when it cannot guard the margin).
     """
     d = decision
-    out = [f"## Promotion decision: {'PROMOTE' if d.promote else 'REJECT'}", "", _e(d.summary), ""]
+    out = [f"## Promotion decision: {'PROMOTE' if d.promote else 'REJECT'}", "", d.summary, ""]
     if d.headline:
-        out += [f"- **{_e(h)}**" for h in d.headline] + [""]
+        out += [f"- **{h}**" for h in d.headline] + [""]
     conf = d.composite.confidence if d.composite else float(d.policy.get("confidence", 0.95))
     if d.categories:
         out += [
@@ -39,7 +33,7 @@ def render_decision_markdown(decision: Decision) -> str:
         for v in d.categories:
             mark = " (not counted)" if not v.counted else ""
             out.append(
-                f"| {_e(v.name)}{mark} | {_e(v.kind)} | {v.n_items} "
+                f"| {v.name}{mark} | {v.kind} | {v.n_items} "
                 f"| {v.champion_mean:.3f} [{v.champion_ci[0]:.3f}, {v.champion_ci[1]:.3f}] "
                 f"| {v.challenger_mean:.3f} [{v.challenger_ci[0]:.3f}, {v.challenger_ci[1]:.3f}] "
                 f"| {v.delta:+.3f} [{v.lo:+.3f}, {v.hi:+.3f}] | {v.margin:.3f} "
@@ -50,9 +44,10 @@ def render_decision_markdown(decision: Decision) -> str:
         if widened:
             out += [
                 "\\* "
-                + _e(", ".join(v.name for v in widened))
+                + ", ".join(v.name for v in widened)
                 + " cannot guard the margin with the items it has; the gate tested the drop it can "
-                f"detect ({d.policy.get('power', 0.8) * 100:g}% of the time when nothing changed) instead.",
+                f"detect instead (an unchanged category passes that guard {d.policy.get('power', 0.65) * 100:g}% "
+                "of the time).",
                 "",
             ]
         keep = [v for v in d.categories if v.preserve]
@@ -67,7 +62,7 @@ def render_decision_markdown(decision: Decision) -> str:
                 drop = v.champion_mean - v.challenger_mean
                 ok = v.verdict is not Verdict.PRESERVE_BREACH
                 out.append(
-                    f"| {_e(v.name)} | {v.champion_mean:.3f} | {v.challenger_mean:.3f} | {drop:+.3f} "
+                    f"| {v.name} | {v.champion_mean:.3f} | {v.challenger_mean:.3f} | {drop:+.3f} "
                     f"| {v.tolerance:.3f} | {v.preserve_guard:.3f} | {_p(v.preserve_p)} | {'kept' if ok else 'LOST'} |"
                 )
             out.append("")
@@ -84,7 +79,7 @@ def render_decision_markdown(decision: Decision) -> str:
             "",
         ]
         out += ["### What the gate could rule out", "", *_ruled_out(d, conf), ""]
-    out += ["### Why", "", _e(_why(d)), "", *[f"- {_e(r)}" for r in d.reasons], ""]
+    out += ["### Why", "", _why(d), "", *[f"- {r}" for r in d.reasons], ""]
     return "\n".join(out)
 
 
@@ -97,14 +92,14 @@ def _ruled_out(d: Decision, conf: float) -> list[str]:
     if shown:
         out.append(
             f"- Ruled out at {pct}: a drop of "
-            + ", ".join(f"{v.guard:.3f} or more in {_e(v.name)}" for v in shown)
+            + ", ".join(f"{v.guard:.3f} or more in {v.name}" for v in shown)
             + "."
         )
     if loose:
         out.append(
             "- Not ruled out: "
             + "; ".join(
-                f"{_e(v.name)} may have dropped by up to {max(0.0, -v.lo):.3f}"
+                f"{v.name} may have dropped by up to {max(0.0, -v.lo):.3f}"
                 + (f" (its margin is {v.margin:.3f}; about {v.n_required} items would guard it)" if v.widened and v.n_required < 10**6 else "")
                 for v in loose
             )

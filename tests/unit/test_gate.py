@@ -21,6 +21,7 @@ from daemon.gate import (
     decide_promotion,
 )
 from daemon.report.decision import render_decision_markdown
+from daemon.report.markdown import escaped_decision
 
 POLICY = GatePolicy(resamples=2000)
 #: (name, champion scores, challenger scores, keyword arguments for both CategoryScores)
@@ -238,8 +239,8 @@ def test_small_unchanged_category_is_guarded_at_what_it_can_detect_and_named() -
         "guarded only the drop they can detect: small" in r for r in d.reasons
     )
     assert d.headline == [
-        f"Could not guard their limit at 95%: small (20 items, paired SD {small.sd:.3f}) rules out "
-        f"only a drop of {small.guard:.3f}, not 0.050; about {small.n_required} items would."
+        f"Could not guard their limit at 95%: small (20 items, paired SD {small.sd:.3f}) can only "
+        f"guard a drop of {small.guard:.3f}, not 0.050; about {small.n_required} items would."
     ]
 
 
@@ -542,13 +543,14 @@ def test_markdown_has_the_table_the_rule_outs_and_the_why() -> None:
     assert "- **Could not guard their limit at 95%: small (20 items" in md
 
 
-def test_markdown_escapes_category_names() -> None:
+def test_the_report_escapes_category_names_in_the_decision_and_its_headline() -> None:
     name = "x|<b>y</b>"
     a, b = binary_pair(400, 300, lost=48)
     d = decide_promotion(*models(big_win(), (name, a, b, {})), POLICY)
-    md = render_decision_markdown(d)
+    assert d.headline and name in d.headline[0]  # the gate words it as it is
+    md = render_decision_markdown(escaped_decision(d))
     assert name not in md
-    assert "x&#124;&lt;b&gt;y&lt;/b&gt;" in md
+    assert md.count("x\\|\\<b\\>y\\</b\\>") >= 3  # table row, headline, reasons
 
 
 def test_default_policy_and_from_config() -> None:
