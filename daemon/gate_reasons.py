@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from daemon.verdicts import CategoryVerdict, CompositeResult, EmptyReplies, Verdict
+
 if TYPE_CHECKING:
-    from daemon.gate import CategoryVerdict, CompositeResult, EmptyReplies, GatePolicy
+    from daemon.gate import GatePolicy
 
 #: The checks in reporting order.
 CHECKS = ("sanity", "empty_replies", "superiority", "non_inferiority", "floors", "preservation")
@@ -121,8 +123,6 @@ def _guard_text(v: CategoryVerdict) -> str:
 
 
 def _non_inferiority_line(verdicts: list[CategoryVerdict], policy: GatePolicy) -> str:
-    from daemon.gate import Verdict
-
     fail = [v for v in verdicts if not v.non_inferior or v.verdict is Verdict.UNGUARDED]
     widened = [v for v in verdicts if v.widened]
     if fail:
