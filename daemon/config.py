@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import string
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ from daemon.yamlfile import load_yaml_file
 CONFIG_ENV = "NIGHTSHIFT_CONFIG"
 PROFILE_ENV = "NIGHTSHIFT_PROFILE"
 CONFIG_FILENAME = "nightshift.yaml"
+
+#: Placeholders of ``serving.command`` (see :class:`ServingConfig`).
+SERVING_PLACEHOLDERS = ("python", "base", "release", "fused", "host", "port")
 
 #: mlx-lm's default LoRA scale (``mlx_lm.lora.CONFIG_DEFAULTS``).
 MLX_LM_DEFAULT_LORA_SCALE = 20.0
@@ -213,11 +217,60 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """The OpenAI-compatible server that serves the champion (optional)."""
+    """How the champion reaches the server that serves it (see :mod:`daemon.serving`).
 
+    ``mode``: ``none`` (nothing is handed off; clients name the release per
+    request), ``managed`` (nightshift runs the server: ``command``, default
+    mlx-lm's server from this venv on ``host:port``) or ``command`` (a
+    ``reload_command`` hook tells a server nightshift does not own to load the
+    new release). Every hand-off is verified with ``probes`` of the night's
+    eval prompts and rolled back when fewer than ``min_match_share`` of the
+    served replies equal the recorded ones.
+    """
+
+    mode: Literal["none", "managed", "command"] = "none"
     url: str | None = None
-    """Base URL, e.g. ``http://127.0.0.1:8080``; preflight checks ``GET /v1/models``."""
+    """Base URL, e.g. ``http://127.0.0.1:8080``; default for ``managed``: ``http://{host}:{port}``."""
     timeout_s: float = field(default=5.0, metadata=_rng(0.1, 600))
+    """Per-request timeout for health checks; probes get ``probe_timeout_s``."""
+    host: str = "127.0.0.1"
+    """Address the managed server binds (loopback unless you mean to share it)."""
+    port: int = field(default=8080, metadata=_rng(0, 65535))
+    """Port of the managed server; 0 picks a free loopback port when it starts."""
+    command: list[str] | None = None
+    """Managed server argv template; placeholders {python} {base} {release} {fused} {host} {port}
+    ({release} is the resolved release dir, never ``current``). Default:
+    ``{python} -m mlx_lm.server --model {base} --adapter-path {release} --host {host} --port {port}``."""
+    pause_during_training: bool = False
+    """Stop the managed server while training and evaluating (frees unified memory); it comes back after."""
+    restart_backoff_s: float = field(default=1.0, metadata=_rng(0.1, 3600))
+    """First delay before restarting a managed server that died; doubles up to ``max_backoff_s``."""
+    max_backoff_s: float = field(default=60.0, metadata=_rng(0.1, 86_400))
+    reload_command: str | None = None
+    """``command`` mode: a shell command that makes the server load the release named in
+    $NIGHTSHIFT_RELEASE ($NIGHTSHIFT_BASE_MODEL, $NIGHTSHIFT_FUSED_MODEL, $NIGHTSHIFT_RUN_ID)."""
+    reload_timeout_s: float = field(default=300.0, metadata=_rng(1, 86_400))
+    health_timeout_s: float = field(default=120.0, metadata=_rng(1, 86_400))
+    """How long a (re)started server may take to answer its health check."""
+    model: str | None = None
+    """The ``model`` field of probe requests (LM Studio/Ollama model name); default: the server's default."""
+    probes: int = field(default=16, metadata=_rng(0, 10_000))
+    """Eval prompts replayed against the server after each hand-off (0: health check only)."""
+    probe_timeout_s: float = field(default=60.0, metadata=_rng(0.1, 3600))
+    min_match_share: float = field(default=0.9, metadata=_rng(0, 1))
+    """Share of probes whose served reply must equal the recorded reply for the hand-off to pass."""
+    stop_grace_s: float = field(default=10.0, metadata=_rng(0.1, 3600))
+    """SIGTERM-to-SIGKILL grace when stopping the managed server or a hook."""
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """What ``nightshift gc`` (and the nightly run, after its report) removes."""
+
+    keep_releases: int = field(default=5, metadata=_rng(1, 100_000))
+    """Newest releases kept; the current and previous champion are always kept."""
+    checkpoint_max_age_days: float = field(default=7.0, metadata=_rng(0, 36_500))
+    """Intermediate training checkpoints of finished runs older than this are removed."""
 
 
 @dataclass(frozen=True)
@@ -259,6 +312,7 @@ class Config:
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     preflight: PreflightConfig = field(default_factory=PreflightConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
@@ -386,8 +440,36 @@ def _check_consistency(cfg: Config, where: str) -> None:
         problems.append(
             f"training.batch_size ({t.batch_size}) must be divisible by training.distributed.processes ({world})"
         )
+    problems += _serving_problems(cfg.serving)
     if problems:
         raise ConfigError(f"{where}: {len(problems)} problem(s)", problems)
+
+
+def _serving_problems(sv: ServingConfig) -> list[str]:
+    problems = []
+    if sv.url is not None and not sv.url.lower().startswith(("http://", "https://")):
+        problems.append(f"serving.url: must be an http:// or https:// URL, got {sv.url!r}")
+    if sv.mode == "command" and not sv.reload_command:
+        problems.append("serving.reload_command: required with serving.mode: command (the hook that reloads the server)")
+    if sv.mode == "command" and not sv.url:
+        problems.append("serving.url: required with serving.mode: command (where the hand-off is verified)")
+    if sv.command is not None and not sv.command:
+        problems.append("serving.command: must be a non-empty list of arguments, or left out for mlx_lm.server")
+    for i, arg in enumerate(sv.command or []):
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(arg) if f is not None}
+        except ValueError as exc:
+            problems.append(f"serving.command[{i}]: {exc} in {arg!r} (write {{{{ and }}}} for literal braces)")
+            continue
+        unknown = sorted(names - set(SERVING_PLACEHOLDERS))
+        if unknown:
+            problems.append(
+                f"serving.command[{i}]: unknown placeholder {{{unknown[0]}}} in {arg!r} "
+                f"(known: {', '.join('{' + p + '}' for p in SERVING_PLACEHOLDERS)})"
+            )
+    if sv.max_backoff_s < sv.restart_backoff_s:
+        problems.append("serving.max_backoff_s: must be at least serving.restart_backoff_s")
+    return problems
 
 
 # ---------------------------------------------------------------- validation engine

@@ -135,3 +135,9 @@ def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     short.maxdict = short.maxlist = short.maxtuple = short.maxset = 4
     text = short.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+class HandoffFailed(NightshiftError):
+    """Handing a release to the server, or verifying that it serves it, failed.
+
+    The message names the command or URL and what went wrong; the promotion is
+    rolled back by the caller.
+    """
