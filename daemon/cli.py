@@ -106,6 +106,8 @@ def _run_now(config_path: str | None, profile: str | None, force: bool = False) 
         restore_signal_handlers(previous)
         progress.close()
     click.echo(run_outcome_line(cfg, outcome.run_id))
+    if outcome.status.value == "rolled_back":  # the night did not leave the promoted model serving
+        raise NightshiftError(f"run {outcome.run_id} was promoted, then rolled back: {outcome.reasons[-1]}")
 
 
 def run_outcome_line(cfg: Config, run_id: int) -> str:
@@ -286,9 +288,10 @@ def _register_optional_commands() -> None:
     from daemon.commands.data_cmd import data
     from daemon.commands.preflight_cmd import preflight
     from daemon.commands.schedule_cmds import launchd, start, systemd
+    from daemon.commands.serving_cmds import gc, releases, rollback, serve
     from daemon.commands.suite_cmd import suite
 
-    for command in (preflight, data, start, launchd, systemd, suite):
+    for command in (preflight, data, start, launchd, systemd, suite, serve, rollback, releases, gc):
         cli.add_command(command)
 
 

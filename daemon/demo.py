@@ -110,6 +110,12 @@ promotion:
   bootstrap_resamples: 10000
   fuse: true                   # also write a fused model into each release
 
+serving:
+  mode: managed                # nightshift runs mlx_lm.server (this venv) for the hand-off
+  host: 127.0.0.1
+  port: 0                      # a free loopback port
+  probes: 16                   # eval prompts replayed to verify the server serves the new champion
+
 preflight:
   min_train_examples: 50
 

@@ -1,6 +1,7 @@
 """Runs the stages of one night in order and records every transition.
 
-preflight -> train (child) -> evaluate (child) -> decide (pure) -> promote -> report.
+preflight -> train (child) -> evaluate (child) -> decide (pure) -> promote -> hand-off
+(verified, else rolled back; :mod:`daemon.serving`) -> report -> gc.
 
 The champion, ``current`` and earlier registry rows are never harmed by a
 failed run: training writes only into the run's own directory, a release is
@@ -17,9 +18,9 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -56,11 +57,23 @@ from daemon.registry import Registry, RunStatus, Trigger
 from daemon.registry.engine import is_disk_full
 from daemon.registry.models import Model, ModelKind
 from daemon.report import write_report
+from daemon.serving.handoff import (
+    ServingSession,
+    Target,
+    champion_target,
+    hand_off_or_roll_back,
+    paused_server,
+    recorded_replies,
+    serving_session,
+)
+from daemon.serving.releases import apply_gc, plan_gc
 from daemon.statedir import disk_full_hint, ensure_reserve, release_reserve
 from daemon.suite import load_suite
 from daemon.train import TrainProgress, plan_training, train_challenger
 
 log = structlog.get_logger("nightshift")
+
+T = TypeVar("T")
 
 RUNS_DIR = "runs"
 MODEL_FILE_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.jinja", "*.txt", "*.tiktoken")
@@ -165,6 +178,7 @@ class _Night:
         self.events = self.run_dir / "events.jsonl"
         registry.update_run(run_id, run_dir=str(self.run_dir), log_path=str(self.run_dir / "train.log"))
         self._last_progress_write = 0.0
+        self.serving = ServingSession(cfg)
 
     # ------------------------------------------------------------------ driver
 
@@ -181,8 +195,9 @@ class _Night:
                 return RunOutcome(self.run_id, RunStatus.SKIPPED, [skip], self._report_and_notify())
             # The eval child imports mlx-lm while the challenger trains (it loads no model yet).
             eval_worker = start_eval_worker(self.run_dir)
-            train_result = self._stage(RunStatus.TRAINING, self.train)
-            evals = self._stage(RunStatus.EVALUATING, lambda: self.evaluate(train_result, eval_worker))
+            with paused_server(self.cfg, self.run_id):  # serving.pause_during_training
+                train_result = self._stage(RunStatus.TRAINING, self.train)
+                evals = self._stage(RunStatus.EVALUATING, lambda: self.evaluate(train_result, eval_worker))
             decision = self._stage(RunStatus.DECIDING, lambda: self.decide(evals))
             reasons = decision.reasons
             status = self.finish(decision, evals, train_result)
@@ -205,7 +220,9 @@ class _Night:
         finally:
             if eval_worker is not None:
                 eval_worker.stop(self.cfg.schedule.stop_grace_s)
+            self.serving.close()  # a managed server started for this night's hand-off
         report = self._report_and_notify()
+        self._collect_garbage()
         log.info("run_finished", run_id=self.run_id, status=status.value)
         return RunOutcome(run_id=self.run_id, status=status, reasons=reasons, report_path=report)
 
@@ -258,6 +275,22 @@ class _Night:
             duration = time.monotonic() - started
             self.registry.finish_stage(stage_id, duration_s=duration, outcome=outcome)
             log.info("stage", run_id=self.run_id, stage=status.value, duration_s=round(duration, 3), outcome=outcome)
+
+    def _timed(self, name: str, fn: Callable[[], T]) -> T:
+        """A step after the decision (promoting, handoff, rollback): a timed stage row, no state change."""
+        self._set_progress({"stage": name})
+        if self.progress is not None:
+            self.progress.stage(name, self.run_id)
+        return timed_stage(self.registry, self.run_id, name, fn)
+
+    def _collect_garbage(self) -> None:
+        try:
+            plan = plan_gc(self.cfg, self.registry)
+            if plan.releases or plan.checkpoints:
+                apply_gc(plan)
+                log.info("gc", releases=[str(p) for p in plan.releases], checkpoints=len(plan.checkpoints))
+        except (OSError, NightshiftError) as exc:  # retention must not change the night's outcome
+            log.error("gc_failed", run_id=self.run_id, error=f"{type(exc).__name__}: {exc}")
 
     def _set_progress(self, payload: dict[str, Any], *, throttle_s: float = 0.0) -> None:
         now = time.monotonic()
@@ -497,8 +530,13 @@ class _Night:
             self.registry.transition(self.run_id, RunStatus.REJECTED)
             return RunStatus.REJECTED
         self._check_stop("promoting")
-        promote_run(self.cfg, self.registry, self.run_id, decided_by="auto", reason=decision.summary)
-        return RunStatus.PROMOTED
+        status, reason = promote_and_hand_off(
+            self.cfg, self.registry, self.run_id, decided_by="auto", reason=decision.summary,
+            session=self.serving, record_stage=self._timed,
+        )
+        if reason:
+            decision.reasons.append(reason)
+        return status
 
     def _report_and_notify(self) -> Path | None:
         try:
@@ -559,6 +597,66 @@ def promote_run(cfg: Config, registry: Registry, run_id: int, *, decided_by: str
     return release
 
 
+def timed_stage(registry: Registry, run_id: int, name: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` as a recorded stage of ``run_id`` (a ``run_stages`` row with outcome and duration)."""
+    stage_id = registry.start_stage(run_id, name)
+    started = time.monotonic()
+    outcome = "failed"
+    try:
+        result = fn()
+        outcome = "ok"
+        return result
+    except Interrupted:
+        outcome = "interrupted"
+        raise
+    finally:
+        duration = time.monotonic() - started
+        registry.finish_stage(stage_id, duration_s=duration, outcome=outcome)
+        log.info("stage", run_id=run_id, stage=name, duration_s=round(duration, 3), outcome=outcome)
+
+
+def promote_and_hand_off(
+    cfg: Config,
+    registry: Registry,
+    run_id: int,
+    *,
+    decided_by: str,
+    reason: str,
+    session: ServingSession,
+    record_stage: Callable[[str, Callable[[], Any]], Any] | None = None,
+) -> tuple[RunStatus, str | None]:
+    """Promote the run's challenger, hand it to the server, verify; roll back when that fails.
+
+    Returns:
+        ``(promoted, None)``, or ``(rolled_back, one-line reason)``.
+
+    Raises:
+        PromotionRefused, RegistryError: the promotion itself failed (nothing changed).
+    """
+    stage = record_stage or (lambda name, fn: timed_stage(registry, run_id, name, fn))
+    run = registry.get_run(run_id)
+    previous = champion_target(registry, base_model_id=run.champion_model_id)
+    since = time.time()
+    release = stage("promoting", lambda: promote_run(cfg, registry, run_id, decided_by=decided_by, reason=reason))
+    assert run.challenger_model_id is not None and previous is not None
+    new = Target(
+        release=str(Path(release).resolve()),
+        model_id=run.challenger_model_id,
+        run_id=run_id,
+        label=Path(release).name,
+        replies=recorded_replies(registry, run.challenger_model_id, run_id=run_id),
+    )
+    previous = replace(previous, replies=recorded_replies(registry, previous.model_id, run_id=run_id))
+    outcome = hand_off_or_roll_back(
+        cfg, registry, session, new=new, previous=previous, since=since, run_id=run_id,
+        kind="promotion", seed=run_id, record_stage=stage,
+    )
+    if outcome.kept:
+        return RunStatus.PROMOTED, None
+    registry.transition(run_id, RunStatus.ROLLED_BACK, reason=outcome.reason)
+    return RunStatus.ROLLED_BACK, outcome.reason
+
+
 def finish_manual_decision(cfg: Config, run_id: int, *, approve: bool, decided_by: str | None) -> str:
     """Finish a run awaiting approval (``promotion.policy: manual``).
 
@@ -583,8 +681,10 @@ def finish_manual_decision(cfg: Config, run_id: int, *, approve: bool, decided_b
         decision = json.loads(run.decision or "{}")
         gate = "gate recommended promotion" if decision.get("promote") else "gate recommended rejection"
         if approve:
-            promote_run(cfg, registry, run_id, decided_by=who, reason=f"approved by {who} ({gate})")
-            result = RunStatus.PROMOTED
+            with serving_session(cfg) as session:
+                result, _ = promote_and_hand_off(
+                    cfg, registry, run_id, decided_by=who, reason=f"approved by {who} ({gate})", session=session
+                )
         else:
             registry.transition(run_id, RunStatus.REJECTED, reason=f"rejected by {who} ({gate})")
             result = RunStatus.REJECTED

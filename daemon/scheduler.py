@@ -646,10 +646,18 @@ def run_daemon(cfg: Config, on_started: Callable[[datetime | None], None] | None
             scheduled_trigger=Trigger.SCHEDULED,
         )
         previous = install_signal_handlers()
+        supervisor = None
+        if cfg.serving.mode == "managed":  # the managed model server lives and dies with the daemon
+            from daemon.serving.server import Supervisor
+
+            supervisor = Supervisor(cfg)
+            supervisor.start()
         try:
             daemon.recover()
             return daemon.serve(on_started)
         finally:
+            if supervisor is not None:
+                supervisor.stop()
             restore_signal_handlers(previous)
 
 

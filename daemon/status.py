@@ -53,7 +53,7 @@ def collect_status(cfg: Config) -> dict[str, Any]:
             "champion": None
             if champ is None
             else {
-                "run_id": champ[0].run_id,
+                "run_id": champ[1].run_id,
                 "model_id": champ[1].id,
                 "release": champ[0].release_path,
                 "promoted_at": champ[0].decided_at.isoformat(timespec="seconds"),
@@ -81,6 +81,7 @@ def collect_status(cfg: Config) -> dict[str, Any]:
             "blas": blas_description(),
             "notify": last_notice_status(state_dir),
         }
+        out["serving"] = serving_status(cfg, registry, target)
         out.update(schedule_status(cfg, clock.now(), registry))
         return out
     finally:
@@ -122,6 +123,34 @@ def running_text(run: dict[str, Any]) -> str:
     if stage in ("training", "evaluating") and run.get("eta_s") is not None:
         bits.append(f"ETA {duration_text(run['eta_s'])}")
     return ", ".join(bits)
+def serving_status(cfg: Config, registry: Registry, target: Any) -> dict[str, Any]:
+    """The serving part of ``status --json``.
+
+    Keys: ``mode``; ``url``; ``server`` (the managed server supervisor's last
+    report or null); ``last_verified`` (null or ``{release, run_id, at,
+    verdict, url}``: what a server was last verified to serve, and when);
+    ``request`` (the per-request selection of the champion for an mlx-lm
+    server: ``{"model": base path, "adapters": resolved release or null}``).
+    """
+    from daemon.serving.server import read_server_state
+
+    last = registry.last_verified_handoff()
+    server = read_server_state(cfg.paths.state_dir) if cfg.serving.mode == "managed" else None
+    return {
+        "mode": cfg.serving.mode,
+        "url": (server or {}).get("url") or cfg.serving.url,
+        "server": server,
+        "last_verified": None
+        if last is None
+        else {
+            "release": last.release_path or None,
+            "run_id": last.served_run_id,
+            "at": last.finished_at.isoformat(timespec="seconds"),
+            "verdict": last.verdict,
+            "url": last.url,
+        },
+        "request": {"model": str(cfg.paths.base_model), "adapters": str(target) if target else None},
+    }
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -132,8 +161,11 @@ def render_status(status: dict[str, Any]) -> str:
         "champion:   base model (nothing promoted yet)"
         if champ is None
         else f"champion:   run {champ['run_id']} (promoted {_local(champ['promoted_at'])} by {champ['decided_by']})"
+        else f"champion:   {'run ' + str(champ['run_id']) if champ['release'] else 'base model'} "
+        f"(since {champ['promoted_at']}, by {champ['decided_by']})"
     )
     lines.append(f"current:    {status['current'] or '-'}")
+    lines += _serving_lines(status.get("serving"))
     last = status["last_run"]
     if last is None:
         lines.append("last run:   none")
@@ -162,3 +194,23 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(f"notify:     {r['channel']} FAILED for run {status['notify']['run_id']}: {r['error']}")
     lines.append(f"BLAS:       {status['blas']}")
     return "\n".join(lines)
+
+
+def _serving_lines(sv: dict[str, Any] | None) -> list[str]:
+    if not sv:
+        return []
+    lines = []
+    if sv["mode"] == "none":
+        req = sv["request"]
+        lines.append("serving:    nothing is handed off (serving.mode: none); an mlx-lm client selects the champion")
+        lines.append(f'            per request: "model": "{req["model"]}", "adapters": "{req["adapters"] or "(none: base model)"}"')
+    else:
+        server = sv.get("server") or {}
+        state = f" ({server.get('state')}{': ' + server['error'] if server.get('error') else ''})" if server else ""
+        lines.append(f"serving:    {sv['mode']} at {sv.get('url') or '-'}{state}")
+    last = sv.get("last_verified")
+    if last:
+        lines.append(f"verified:   {last['verdict']} at {last['at']}")
+    elif sv["mode"] != "none":
+        lines.append("verified:   never (no hand-off has been verified yet)")
+    return lines

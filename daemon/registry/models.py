@@ -67,6 +67,7 @@ class RunStatus(str, Enum):
     pending -> preflight -> training -> evaluating -> deciding ->
     promoted | rejected | awaiting_approval (-> promoted | rejected);
     preflight -> skipped (nothing changed since the champion's run, see :mod:`daemon.inputs`);
+    promoted -> rolled_back (the serving hand-off failed);
     any active state -> failed | interrupted.
     """
 
@@ -81,6 +82,8 @@ class RunStatus(str, Enum):
     FAILED = "failed"
     INTERRUPTED = "interrupted"
     SKIPPED = "skipped"
+    ROLLED_BACK = "rolled_back"
+    """Promoted, but the server did not verifiably serve it: the previous champion is back."""
 
     @property
     def is_active(self) -> bool:
@@ -97,7 +100,7 @@ ACTIVE_STATUSES = frozenset(
     {RunStatus.PENDING, RunStatus.PREFLIGHT, RunStatus.TRAINING, RunStatus.EVALUATING, RunStatus.DECIDING}
 )
 FINAL_STATUSES = frozenset(
-    {RunStatus.PROMOTED, RunStatus.REJECTED, RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.SKIPPED}
+    {RunStatus.PROMOTED, RunStatus.REJECTED, RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.SKIPPED, RunStatus.ROLLED_BACK}
 )
 
 #: Legal transitions of the state machine (from -> allowed targets).
@@ -110,6 +113,8 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
         {RunStatus.PROMOTED, RunStatus.REJECTED, RunStatus.AWAITING_APPROVAL}
     ),
     RunStatus.AWAITING_APPROVAL: frozenset({RunStatus.PROMOTED, RunStatus.REJECTED}),
+    # The promotion is committed before the hand-off; a failed hand-off rolls it back.
+    RunStatus.PROMOTED: frozenset({RunStatus.ROLLED_BACK}),
 }
 
 
@@ -308,3 +313,28 @@ class Recovery(Base):
     action: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+
+
+class Handoff(Base):
+    """One hand-off of a release to the server and its verification (see :mod:`daemon.serving`)."""
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """``promotion``, ``auto-rollback`` or ``rollback`` (``nightshift rollback``)."""
+    mode: Mapped[str] = mapped_column(String(16))
+    """``serving.mode``: none, managed or command."""
+    release_path: Mapped[str] = mapped_column(Text)
+    """The resolved release handed off ('' = the base model alone)."""
+    served_run_id: Mapped[int | None] = mapped_column(Integer)
+    url: Mapped[str | None] = mapped_column(Text)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    verdict: Mapped[str] = mapped_column(Text)
+    """One line, e.g. ``served = run-0007: 16/16 probes identical``."""
+    reason: Mapped[str | None] = mapped_column(Text)
+    duration_s: Mapped[float] = mapped_column(Float)
+    probes: Mapped[str] = mapped_column(Text)
+    """JSON of the probe counts and up to 3 mismatches."""
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -36,6 +36,7 @@ from daemon.registry.models import (
     TRANSITIONS,
     EvalResult,
     EvalSet,
+    Handoff,
     Model,
     ModelKind,
     PreflightCheck,
@@ -548,6 +549,37 @@ class Registry:
         if row is None:
             return None
         return {"id": row.id, "created_at": row.created_at.isoformat(), "ok": row.ok, "report": json.loads(row.report)}
+
+    # ------------------------------------------------------------- hand-offs
+
+    def add_handoff(self, **fields: Any) -> Handoff:
+        """Record a hand-off (columns of :class:`~daemon.registry.models.Handoff`)."""
+        row = Handoff(**fields)
+        with self._tx() as s:
+            s.add(row)
+        return row
+
+    def handoffs(self, run_id: int | None = None) -> list[Handoff]:
+        """Hand-offs of a run (all when None), oldest first."""
+        q = select(Handoff).order_by(Handoff.id)
+        if run_id is not None:
+            q = q.where(Handoff.run_id == run_id)
+        with self._tx() as s:
+            return list(s.scalars(q))
+
+    def last_verified_handoff(self) -> Handoff | None:
+        """The newest hand-off a server passed verification on (mode managed or command), or None."""
+        with self._tx() as s:
+            return s.scalars(
+                select(Handoff).where(Handoff.ok.is_(True), Handoff.mode != "none").order_by(Handoff.id.desc()).limit(1)
+            ).first()
+
+    def latest_eval_set(self, model_id: int) -> EvalSet | None:
+        """The newest eval set (fresh or reused) that scored ``model_id``, or None."""
+        with self._tx() as s:
+            return s.scalars(
+                select(EvalSet).where(EvalSet.model_id == model_id).order_by(EvalSet.id.desc()).limit(1)
+            ).first()
 
     def count_runs(self) -> int:
         """How many runs the registry holds."""

@@ -172,6 +172,10 @@ HEADLINES = {
     RunStatus.FAILED: "Failed: nothing was promoted.",
     RunStatus.INTERRUPTED: "Interrupted: nothing was promoted.",
     RunStatus.SKIPPED: "Skipped: nothing changed since the champion's run; the champion stays.",
+    RunStatus.ROLLED_BACK: (
+        "Rolled back: the challenger was promoted, but the server did not verifiably serve it; "
+        "the previous champion is back."
+    ),
 }
 
 
@@ -214,7 +218,7 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
     serving = {
         "current": str(target) if target else None,
         "swapped_tonight": promoted_tonight,
-        "note": _serving_note(status, target),
+        "note": _serving_note(status, target, cfg.serving.mode),
     }
     stopped_in = next((s[0] for s in stages if s[1] in ("failed", "interrupted")), None)
     composite = None
@@ -288,12 +292,12 @@ def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[An
         out["replies cut at max_tokens"] = "; ".join(shares)
     handoffs = getattr(registry, "handoffs", None)
     if handoffs is not None:
-        rows = handoffs(run.id)
-        if rows:
-            last = rows[-1]
-            verdict = "verified" if last.ok else "NOT verified"
-            reason = f": {last.reason}" if getattr(last, "reason", None) and not last.ok else ""
-            out["hand-off"] = f"{verdict} ({last.mode}): {last.verdict}{reason}"
+        for row in handoffs(run.id):  # the promotion's hand-off, then the rollback's when it failed
+            verdict = "verified" if row.ok else "NOT verified"
+            reason = f": {row.reason}" if getattr(row, "reason", None) and not row.ok else ""
+            where = f", {row.url}" if getattr(row, "url", None) else ""
+            key = "rollback hand-off" if row.kind == "auto-rollback" else "hand-off"
+            out[key] = f"{verdict} ({row.mode}{where}, {row.duration_s:.1f} s): {row.verdict}{reason}"
     return out
 
 
@@ -377,22 +381,25 @@ def _reason(status: RunStatus, d: Decision | _GateSummary | None, failure: str |
     folded = " ".join((failure or "").split())
     if len(folded) > 400:
         folded = folded[:400] + "…"
-    if status in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+    if status in (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.ROLLED_BACK):
         return folded or "no reason was recorded"
     if d is None or (folded and status is RunStatus.REJECTED and d.promote):
         return folded
     return d.summary if status is not RunStatus.AWAITING_APPROVAL else f"the gate recommends: {d.summary}"
 
 
-def _serving_note(status: RunStatus, target: Path | None) -> str:
+def _serving_note(status: RunStatus, target: Path | None, mode: str = "none") -> str:
+    if status is RunStatus.ROLLED_BACK:
+        return "The promotion was rolled back: the champion and `current` are the previous release again (see hand-off)."
     if target is None:
         return "No release has been promoted yet: keep serving the base model."
-    if status.value == "rolled_back":
-        return "`current` was swapped tonight and swapped back: the previous champion is served."
+    if status is RunStatus.PROMOTED and mode != "none":
+        return "`current` was swapped tonight and handed to the server (see hand-off)."
     if status is RunStatus.PROMOTED:
         return (
-            "`current` was swapped tonight. A running `mlx_lm.server` does not notice the swap: "
-            "restart it (see README)."
+            "`current` was swapped tonight; nothing was handed off (serving.mode: none): a client of "
+            '`mlx_lm.server` selects the champion per request with "model" (the base) and "adapters" '
+            "(the resolved release, `nightshift status --json`), or set serving.mode (see README)."
         )
     return "Tonight's run changed nothing that is served: keep serving `current`."
 

@@ -1,0 +1,147 @@
+"""Hand-off and automatic rollback on a real registry, real symlinks, a real hook and HTTP server (no mlx)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from daemon import shutdown
+from daemon.config import config_from_dict
+from daemon.registry import Registry, RunStatus, Trigger
+from daemon.serving.handoff import ServingSession, Target, hand_off_or_roll_back, switch_champion
+from daemon.serving.server import check_health
+from tests.unit.test_serving import STUB_SERVER
+
+SUITE = """
+categories:
+  - name: c
+    kind: label
+    labels: [pos, neg]
+    items:
+      - {id: a, prompt: "p1", gold: pos}
+      - {id: b, prompt: "p2", gold: neg}
+      - {id: c, prompt: "p3", gold: pos}
+"""
+OLD = {"p1": "pos", "p2": "pos", "p3": "pos"}
+NEW = {"p1": "pos", "p2": "neg", "p3": "neg"}
+
+
+def rows(replies: dict[str, str]) -> list[SimpleNamespace]:
+    ids = {"p1": "a", "p2": "b", "p3": "c"}
+    return [SimpleNamespace(category="c", item_id=ids[p], sample=0, reply=r) for p, r in replies.items()]
+
+
+@pytest.fixture()
+def stub(tmp_path: Path):
+    """A real HTTP server answering with the replies of the file ``served.json`` (the "old" model)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "stub.py").write_text(STUB_SERVER)
+    (tmp_path / "served.json").write_text(json.dumps(OLD))
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "stub.py"), str(port), str(tmp_path / "served.json")])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while check_health(url, 1.0) is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    yield url
+    proc.kill()
+    proc.wait()
+
+
+def world(tmp_path: Path, url: str, hook: str):
+    """A registry whose champion is run-0002 (just promoted over run-0001), as after a promotion."""
+    (tmp_path / "suite.yaml").write_text(SUITE)
+    (tmp_path / "base").mkdir(exist_ok=True)
+    cfg = config_from_dict(
+        {
+            "paths": {"base_model": "base", "state_dir": "state", "eval_suite": "suite.yaml"},
+            "serving": {"mode": "command", "url": url, "reload_command": hook, "health_timeout_s": 5, "reload_timeout_s": 30},
+        },
+        base_dir=tmp_path,
+    )
+    state = cfg.paths.state_dir
+    reg = Registry.open(state)
+    base = reg.base_model(str(tmp_path / "base"), "b" * 64, mlx_version=None, mlx_lm_version=None)
+    targets = []
+    for n in (1, 2):
+        run = reg.create_run(trigger=Trigger.MANUAL, config_snapshot={}, config_path=None, profile=None)
+        release = state / "releases" / f"run-{n:04d}"
+        release.mkdir(parents=True)
+        model = reg.add_adapter_model(base=base, adapter_path=str(release), adapter_sha256=str(n) * 64, run_id=run.id,
+                                      mlx_version=None, mlx_lm_version=None)
+        targets.append(Target(str(release.resolve()), model.id, run.id, release.name, rows(OLD if n == 1 else NEW)))
+        switch_champion(cfg, reg, targets[-1], run_id=run.id, reason="promoted", decided_by="auto")
+    return cfg, reg, targets[0], targets[1]
+
+
+def champion_and_current(reg: Registry, state: Path) -> tuple[str, str]:
+    champ = reg.champion()
+    assert champ is not None
+    return Path(champ[0].release_path).name, Path(os.readlink(state / "current")).name
+
+
+def test_hook_exiting_non_zero_is_rolled_back_with_the_reason(tmp_path: Path, stub: str) -> None:
+    cfg, reg, old, new = world(tmp_path, stub, "exit 7")
+    out = hand_off_or_roll_back(cfg, reg, ServingSession(cfg), new=new, previous=old, since=time.time(), run_id=2, kind="promotion")
+    assert not out.kept
+    assert out.reason is not None and "serving.reload_command 'exit 7' exited with status 7" in out.reason
+    assert champion_and_current(reg, cfg.paths.state_dir) == ("run-0001", "run-0001")
+    last = reg.promotions()[-1]
+    assert last.decided_by == "rollback" and "exit 7" in last.reason
+    kinds = [(h.kind, h.ok) for h in reg.handoffs(2)]
+    assert kinds == [("promotion", False), ("auto-rollback", False)]  # the hook fails for run-0001 too
+    reg.close()
+
+
+def test_server_that_keeps_the_old_model_fails_verification(tmp_path: Path, stub: str) -> None:
+    # the hook "succeeds" but does nothing: the server still answers with run-0001's replies
+    cfg, reg, old, new = world(tmp_path, stub, "true")
+    out = hand_off_or_roll_back(cfg, reg, ServingSession(cfg), new=new, previous=old, since=time.time(), run_id=2, kind="promotion")
+    assert not out.kept
+    assert out.reason is not None and "the server still serves run-0001: 2/2 distinguishing probes match run-0001" in out.reason
+    assert stub in out.reason  # the URL is named
+    assert champion_and_current(reg, cfg.paths.state_dir) == ("run-0001", "run-0001")
+    back = reg.handoffs(2)[-1]
+    assert back.ok and back.verdict == "served = run-0001: 3/3 probes identical"
+    reg.close()
+
+
+def test_sigterm_during_the_hook_rolls_back_and_leaves_nothing_running(tmp_path: Path, stub: str) -> None:
+    marker = tmp_path / "hook.pid"
+    cfg, reg, old, new = world(tmp_path, stub, f"echo $$ > {marker}; sleep 60")
+    timer = threading.Timer(1.0, shutdown.request_stop, args=("received SIGTERM",))
+    timer.start()
+    started = time.monotonic()
+    try:
+        out = hand_off_or_roll_back(cfg, reg, ServingSession(cfg), new=new, previous=old, since=time.time(), run_id=2, kind="promotion")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 30
+    assert not out.kept and "received SIGTERM" in (out.reason or "")
+    assert champion_and_current(reg, cfg.paths.state_dir) == ("run-0001", "run-0001")
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(marker.read_text()), 0)  # the hook's shell was stopped with its group
+    reg.close()
+
+
+def test_run_status_machine_allows_promoted_to_rolled_back_only(tmp_path: Path) -> None:
+    reg = Registry.open(tmp_path)
+    run = reg.create_run(trigger=Trigger.MANUAL, config_snapshot={}, config_path=None, profile=None)
+    for st in (RunStatus.PREFLIGHT, RunStatus.TRAINING, RunStatus.EVALUATING, RunStatus.DECIDING, RunStatus.REJECTED):
+        reg.transition(run.id, st)
+    from daemon.errors import RegistryError
+
+    with pytest.raises(RegistryError):
+        reg.transition(run.id, RunStatus.ROLLED_BACK)  # only a promoted run can be rolled back
+    reg.close()
