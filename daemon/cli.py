@@ -282,6 +282,7 @@ def demo(workspace: Path, no_run: bool, iters: int) -> None:
         return
     _run_now(str(config_path), None)
     click.echo(f"next: nightshift -c {config_path} status   |   nightshift -c {config_path} --run-now")
+    click.echo(f"      nightshift -c {config_path} rollback (back to the previous champion, handed off and verified)")
 
 
 def _register_optional_commands() -> None:

@@ -4,8 +4,8 @@ Each ``releases/run-NNNN`` has a status:
 
 - ``current``: the registry's champion (``current`` points at it);
 - ``previous``: the champion before it (the default ``nightshift rollback`` target);
-- ``kept``: named by an older promotion row, inside ``retention.keep_releases``;
-- ``old``: named by an older promotion row, beyond ``keep_releases`` (gc removes it);
+- ``kept``: among the newest ``retention.keep_releases`` promoted releases;
+- ``old``: promoted, older than those (gc removes it);
 - ``orphan``: named by no promotion row (a night stopped before it promoted; gc removes it).
 
 Retention keeps the newest ``retention.keep_releases`` releases and never the
@@ -88,8 +88,8 @@ def list_releases(cfg: Config, registry: Registry) -> list[ReleaseInfo]:
         if m and entry.is_dir() and not entry.is_symlink():
             dirs.append((int(m.group(1)), entry))
     dirs.sort(reverse=True)
+    newest = {p.name for _, p in [d for d in dirs if d[1].name in named][: cfg.retention.keep_releases]}
     out = []
-    kept = 0
     for run_id, path in dirs:
         if path.name == current:
             status = "current"
@@ -98,9 +98,7 @@ def list_releases(cfg: Config, registry: Registry) -> list[ReleaseInfo]:
         elif path.name not in named:
             status = "orphan"
         else:
-            status = "kept" if kept < cfg.retention.keep_releases else "old"
-        if status in ("current", "previous", "kept"):
-            kept += 1
+            status = "kept" if path.name in newest else "old"
         out.append(ReleaseInfo(path.name, path, run_id, status, _size(path), path.stat().st_mtime))
     return out
 

@@ -293,3 +293,31 @@ def test_reload_hook_gets_the_release_and_fails_on_exit_status_or_timeout(tmp_pa
     with pytest.raises(HandoffFailed, match=r"did not finish within 1 s and was stopped"):
         run_reload_hook(hanging, "/r", 1)
     assert time.monotonic() - started < 20
+
+
+def test_pause_during_training_stops_the_server_and_brings_it_back(tmp_path: Path) -> None:
+    from daemon.serving.handoff import paused_server
+
+    _stub(tmp_path, {"one": "A"}, "a")
+    cfg = _cfg(
+        tmp_path, mode="managed", port=0, health_timeout_s=20, pause_during_training=True,
+        command=["{python}", str(tmp_path / "stub.py"), "{port}", str(tmp_path / "a.json")],
+    )
+    state = cfg.paths.state_dir
+
+    def wait_for(want: str) -> dict:
+        deadline = time.monotonic() + 30
+        while (st := read_server_state(state) or {}).get("state") != want:
+            assert time.monotonic() < deadline, st
+            time.sleep(0.05)
+        return st
+
+    with Supervisor(cfg) as sup:
+        pid = wait_for("running")["pid"]
+        with paused_server(cfg, run_id=3):
+            assert read_server_state(state)["state"] == "paused"  # paused before training starts
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+            assert check_health(sup.url, 1.0) is not None
+        wait_for("running")
+        assert check_health(sup.url, 1.0) is None
