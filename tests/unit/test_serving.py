@@ -321,3 +321,24 @@ def test_pause_during_training_stops_the_server_and_brings_it_back(tmp_path: Pat
             assert check_health(sup.url, 1.0) is not None
         wait_for("running")
         assert check_health(sup.url, 1.0) is None
+
+
+def test_a_server_that_dies_is_restarted_after_a_backoff(tmp_path: Path) -> None:
+    _stub(tmp_path, {"one": "A"}, "a")
+    cfg = _cfg(
+        tmp_path, mode="managed", port=0, health_timeout_s=20, restart_backoff_s=0.5,
+        command=["{python}", str(tmp_path / "stub.py"), "{port}", str(tmp_path / "a.json")],
+    )
+    state = cfg.paths.state_dir
+    with Supervisor(cfg) as sup:
+        deadline = time.monotonic() + 30
+        while (st := read_server_state(state) or {}).get("state") != "running":
+            assert time.monotonic() < deadline, st
+            time.sleep(0.05)
+        os.kill(st["pid"], 9)
+        seen_failed = False
+        while (now := read_server_state(state) or {}).get("state") != "running" or now["pid"] == st["pid"]:
+            seen_failed = seen_failed or (now.get("state") == "failed" and "restarting in 0.5 s" in now["error"])
+            assert time.monotonic() < deadline + 30, now
+            time.sleep(0.02)
+        assert seen_failed and check_health(sup.url, 1.0) is None
