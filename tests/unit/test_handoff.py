@@ -59,14 +59,16 @@ def stub(tmp_path: Path):
     proc.wait()
 
 
-def world(tmp_path: Path, url: str, hook: str):
+def world(tmp_path: Path, url: str, hook: str, serving: dict | None = None):
     """A registry whose champion is run-0002 (just promoted over run-0001), as after a promotion."""
     (tmp_path / "suite.yaml").write_text(SUITE)
     (tmp_path / "base").mkdir(exist_ok=True)
     cfg = config_from_dict(
         {
             "paths": {"base_model": "base", "state_dir": "state", "eval_suite": "suite.yaml"},
-            "serving": {"mode": "command", "url": url, "reload_command": hook, "health_timeout_s": 5, "reload_timeout_s": 30},
+            "serving": serving or {
+                "mode": "command", "url": url, "reload_command": hook, "health_timeout_s": 5, "reload_timeout_s": 30,
+            },
         },
         base_dir=tmp_path,
     )
@@ -145,3 +147,35 @@ def test_run_status_machine_allows_promoted_to_rolled_back_only(tmp_path: Path) 
     with pytest.raises(RegistryError):
         reg.transition(run.id, RunStatus.ROLLED_BACK)  # only a promoted run can be rolled back
     reg.close()
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["no-such-server-xyz", "{port}"], "cannot start the server command 'no-such-server-xyz'"),
+        (["sleep", "60", "{port}"], "was not healthy within 1 s"),
+    ],
+)
+def test_managed_server_that_cannot_start_or_never_gets_healthy_is_rolled_back(
+    tmp_path: Path, command: list[str], expected: str
+) -> None:
+    cfg, reg, old, new = world(
+        tmp_path, "", "", {"mode": "managed", "port": 0, "command": command, "health_timeout_s": 1, "max_backoff_s": 600},
+    )
+    session = ServingSession(cfg)
+    try:
+        out = hand_off_or_roll_back(cfg, reg, session, new=new, previous=old, since=time.time(), run_id=2, kind="promotion")
+        assert not out.kept and out.reason is not None and expected in out.reason
+        assert "\n" not in out.reason
+        assert champion_and_current(reg, cfg.paths.state_dir) == ("run-0001", "run-0001")
+    finally:
+        session.close()
+    ps = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True, check=True).stdout
+    assert f"sleep 60 {session_port(cfg)}" not in ps  # nothing left running
+    reg.close()
+
+
+def session_port(cfg) -> str:  # type: ignore[no-untyped-def]
+    from daemon.serving.server import read_server_state
+
+    return str((read_server_state(cfg.paths.state_dir) or {}).get("port"))
