@@ -293,10 +293,13 @@ def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[An
     handoffs = getattr(registry, "handoffs", None)
     if handoffs is not None:
         for row in handoffs(run.id):  # the promotion's hand-off, then the rollback's when it failed
-            verdict = "verified" if row.ok else "NOT verified"
-            reason = f": {row.reason}" if getattr(row, "reason", None) and not row.ok else ""
-            where = f", {row.url}" if getattr(row, "url", None) else ""
             key = "rollback hand-off" if row.kind == "auto-rollback" else "hand-off"
+            if row.mode == "none":
+                out[key] = f"not handed off: {row.verdict}"
+                continue
+            verdict = "verified" if row.ok else "NOT verified"
+            reason = f"; {row.reason}" if getattr(row, "reason", None) and not row.ok else ""
+            where = f", {row.url}" if getattr(row, "url", None) else ""
             out[key] = f"{verdict} ({row.mode}{where}, {row.duration_s:.1f} s): {row.verdict}{reason}"
     return out
 

@@ -60,8 +60,8 @@ def test_managed_handoff_verified_then_rollback_end_to_end(demo_workspace: Path)
     assert night.returncode == 0, night.stderr
     assert "run 1: promoted" in night.stdout
     report = (state / "reports" / "run-0001.md").read_text()
-    assert "hand-off (managed, http://127.0.0.1:" in report
-    assert "verified: served = run-0001: 12/12 probes identical" in report
+    assert "- hand-off: verified (managed, http\\://127.0.0.1:" in report
+    assert "s): served = run-0001: 12/12 probes identical" in report
     assert "| handoff | ok |" in report and "| promoting | ok |" in report
     assert server_processes(demo_workspace) == []  # the night's server stopped with the night
     status = json.loads(nightshift("-c", str(cfg), "status", "--json").stdout)
@@ -118,7 +118,8 @@ def test_hook_that_does_nothing_fails_verification_and_is_rolled_back(demo_works
         assert champion_and_current(state) == ("", None)  # champion and current agree: the base model
         report = (state / "reports" / "run-0001.md").read_text()
         assert report.splitlines()[2].startswith("**Rolled back:")
-        assert "rollback hand-off (command" in report and "served = the base model" in report
+        assert "- rollback hand-off: verified (command" in report and "served = the base model" in report
+        assert "- hand-off: NOT verified (command" in report and "the server still serves the base model" in report
         con = sqlite3.connect(state / "registry.sqlite")
         try:
             promos = con.execute("select decided_by, reason from promotions order by id").fetchall()
