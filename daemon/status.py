@@ -160,9 +160,8 @@ def render_status(status: dict[str, Any]) -> str:
     lines.append(
         "champion:   base model (nothing promoted yet)"
         if champ is None
-        else f"champion:   run {champ['run_id']} (promoted {_local(champ['promoted_at'])} by {champ['decided_by']})"
         else f"champion:   {'run ' + str(champ['run_id']) if champ['release'] else 'base model'} "
-        f"(since {champ['promoted_at']}, by {champ['decided_by']})"
+        f"(since {_local(champ['promoted_at'])}, by {champ['decided_by']})"
     )
     lines.append(f"current:    {status['current'] or '-'}")
     lines += _serving_lines(status.get("serving"))

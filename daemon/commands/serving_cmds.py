@@ -13,7 +13,7 @@ import json
 
 import click
 
-from daemon.cli import _inherit, config_options, load
+from daemon.commands.common import config_options, load
 from daemon.errors import HandoffFailed
 
 
@@ -28,8 +28,7 @@ def _human_bytes(n: int) -> str:
 
 @click.command("serve")
 @config_options
-@click.pass_context
-def serve(ctx: click.Context, config_path: str | None, profile: str | None) -> None:
+def serve(config_path: str | None, profile: str | None) -> None:
     """Run the managed model server in the foreground (without the daemon).
 
     Serves what `current` points at (the base model before any promotion),
@@ -40,7 +39,7 @@ def serve(ctx: click.Context, config_path: str | None, profile: str | None) -> N
     from daemon.scheduler import install_signal_handlers, restore_signal_handlers
     from daemon.serving.server import Supervisor, desired_release
 
-    cfg = load(*_inherit(ctx, config_path, profile))
+    cfg = load(config_path, profile)
     configure_logging(cfg.paths.state_dir)
     if cfg.serving.mode != "managed":
         click.echo(f"note: serving.mode is {cfg.serving.mode}; promotions hand off to this server only with mode: managed", err=True)
@@ -63,8 +62,7 @@ def serve(ctx: click.Context, config_path: str | None, profile: str | None) -> N
 @click.option("--to", "to_run", type=int, default=None, metavar="RUN_ID", help="Go back to this run's release (default: the previous champion).")
 @click.option("--by", "who", default=None, help="Who rolls back (default: the login name).")
 @click.option("--reason", "why", default=None, help="Why (recorded in the promotion log).")
-@click.pass_context
-def rollback(ctx: click.Context, config_path: str | None, profile: str | None, to_run: int | None, who: str | None, why: str | None) -> None:
+def rollback(config_path: str | None, profile: str | None, to_run: int | None, who: str | None, why: str | None) -> None:
     """Make an earlier release the champion, hand it to the server and verify it."""
     import getpass
 
@@ -72,7 +70,7 @@ def rollback(ctx: click.Context, config_path: str | None, profile: str | None, t
     from daemon.pipeline import locked_registry
     from daemon.serving.handoff import rollback_champion
 
-    cfg = load(*_inherit(ctx, config_path, profile))
+    cfg = load(config_path, profile)
     configure_logging(cfg.paths.state_dir, console=False)
     who = who or getpass.getuser()
     with locked_registry(cfg.paths.state_dir) as (_lock, registry):
@@ -87,13 +85,12 @@ def rollback(ctx: click.Context, config_path: str | None, profile: str | None, t
 @click.command("releases")
 @config_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def releases(ctx: click.Context, config_path: str | None, profile: str | None, as_json: bool) -> None:
+def releases(config_path: str | None, profile: str | None, as_json: bool) -> None:
     """Each release with its run, status (current, previous, kept, old, orphan), size and date."""
     from daemon.registry import Registry
     from daemon.serving.releases import list_releases
 
-    cfg = load(*_inherit(ctx, config_path, profile))
+    cfg = load(config_path, profile)
     registry = Registry.open(cfg.paths.state_dir)
     try:
         rows = list_releases(cfg, registry)
@@ -112,13 +109,12 @@ def releases(ctx: click.Context, config_path: str | None, profile: str | None, a
 @click.command("gc")
 @config_options
 @click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
-@click.pass_context
-def gc(ctx: click.Context, config_path: str | None, profile: str | None, dry_run: bool) -> None:
+def gc(config_path: str | None, profile: str | None, dry_run: bool) -> None:
     """Remove old releases (beyond retention.keep_releases) and old training checkpoints."""
     from daemon.pipeline import locked_registry
     from daemon.serving.releases import apply_gc, plan_gc
 
-    cfg = load(*_inherit(ctx, config_path, profile))
+    cfg = load(config_path, profile)
     with locked_registry(cfg.paths.state_dir) as (_lock, registry):
         plan = plan_gc(cfg, registry)
         verb = "would remove" if dry_run else "removed"
