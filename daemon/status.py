@@ -160,7 +160,7 @@ def render_status(status: dict[str, Any]) -> str:
     lines.append(
         "champion:   base model (nothing promoted yet)"
         if champ is None
-        else f"champion:   {'run ' + str(champ['run_id']) if champ['release'] else 'base model'} "
+        else f"champion:   {'run ' + str(champ['run_id']) if champ.get('release', True) else 'base model'} "
         f"(since {_local(champ['promoted_at'])}, by {champ['decided_by']})"
     )
     lines.append(f"current:    {status['current'] or '-'}")
