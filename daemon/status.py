@@ -161,7 +161,7 @@ def render_status(status: dict[str, Any]) -> str:
         "champion:   base model (nothing promoted yet)"
         if champ is None
         else f"champion:   {'run ' + str(champ['run_id']) if champ.get('release', True) else 'base model'} "
-        f"(since {_local(champ['promoted_at'])}, by {champ['decided_by']})"
+        f"(promoted {_local(champ['promoted_at'])} by {champ['decided_by']})"
     )
     lines.append(f"current:    {status['current'] or '-'}")
     lines += _serving_lines(status.get("serving"))
