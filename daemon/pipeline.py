@@ -57,6 +57,7 @@ from daemon.registry import Registry, RunStatus, Trigger
 from daemon.registry.engine import is_disk_full
 from daemon.registry.models import Model, ModelKind
 from daemon.report import write_report
+from daemon.serving.fusecheck import fuse_probes
 from daemon.serving.handoff import (
     ServingSession,
     Target,
@@ -584,6 +585,11 @@ def promote_run(cfg: Config, registry: Registry, run_id: int, *, decided_by: str
         adapter_dir=Path(challenger.adapter_path),
         manifest=manifest,
         work_dir=Path(run.run_dir or cfg.paths.state_dir),
+        fuse_probes=(
+            fuse_probes(cfg, recorded_replies(registry, challenger.id, run_id=run_id), seed=run_id)
+            if cfg.promotion.fuse
+            else None
+        ),
     )
     promote_release(
         cfg.paths.state_dir,

@@ -79,13 +79,14 @@ from typing import Any
 
 import structlog
 
-from daemon.child import run_worker
+from daemon.child import read_result_file, run_worker
 from daemon.config import Config
 from daemon.errors import PromotionRefused
 from daemon.faults import fault_point
 from daemon.fingerprint import file_sha256
 from daemon.registry import Registry, RunStatus
 from daemon.registry.models import Model, ModelKind, Promotion
+from daemon.serving.fusecheck import fuse_manifest_entry
 from daemon.statedir import fsync_dir, write_private
 
 log = structlog.get_logger("nightshift.promote")
@@ -194,8 +195,14 @@ def build_release(
     adapter_dir: Path,
     manifest: dict[str, Any],
     work_dir: Path,
+    fuse_probes: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Assemble ``releases/run-NNNN`` (adapter, manifest with file hashes, optional fused model).
+
+    With ``promotion.fuse`` the fused model must reproduce base + adapter's replies to
+    ``fuse_probes`` (eval prompts with the challenger's recorded replies,
+    :func:`daemon.serving.fusecheck.fuse_probes`); the manifest's ``fuse`` entry records how
+    it was fused and how many probes matched.
 
     Step 1 of the protocol: nothing visible to the serving layer changes.
 
@@ -203,8 +210,9 @@ def build_release(
         The release directory (read-only files).
 
     Raises:
-        PromotionRefused: the release exists already or fusing failed (the
-            message carries the fuse child's last output lines).
+        PromotionRefused: the release exists already, fusing failed (the
+            message carries the fuse child's last output lines) or the fused model does not
+            reproduce the evaluated model.
     """
     releases = cfg.paths.state_dir / RELEASES_DIR
     releases.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -228,6 +236,7 @@ def build_release(
                     "adapter_path": str(adapter_dir),
                     "out_dir": str(tmp / "model"),
                     "result_file": str(work_dir / "fuse_result.json"),
+                    "probes": fuse_probes or [],
                 },
                 work_dir=work_dir,
                 name="fuse",
@@ -236,6 +245,7 @@ def build_release(
             )
             if result.returncode != 0:
                 raise PromotionRefused(f"Fusing the adapter {result.describe_with_output()}")
+            manifest = {**manifest, "fuse": fuse_manifest_entry(cfg, read_result_file(work_dir / "fuse_result.json"))}
         full_manifest = {**manifest, "files": manifest_files(tmp)}
         (tmp / MANIFEST_FILE).write_text(json.dumps(full_manifest, indent=2, default=str), encoding="utf-8")
         _make_read_only(tmp)
