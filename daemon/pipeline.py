@@ -262,20 +262,7 @@ class _Night:
         self._set_progress({"stage": status.value})
         if self.progress is not None:
             self.progress.stage(status.value, self.run_id)
-        stage_id = self.registry.start_stage(self.run_id, status.value)
-        started = time.monotonic()
-        outcome = "failed"
-        try:
-            result = fn()
-            outcome = "ok"
-            return result
-        except Interrupted:
-            outcome = "interrupted"
-            raise
-        finally:
-            duration = time.monotonic() - started
-            self.registry.finish_stage(stage_id, duration_s=duration, outcome=outcome)
-            log.info("stage", run_id=self.run_id, stage=status.value, duration_s=round(duration, 3), outcome=outcome)
+        return timed_stage(self.registry, self.run_id, status.value, fn)
 
     def _timed(self, name: str, fn: Callable[[], T]) -> T:
         """A step after the decision (promoting, handoff, rollback): a timed stage row, no state change."""
