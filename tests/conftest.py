@@ -8,6 +8,7 @@ import importlib.metadata
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ def _template_cache() -> Path | None:
 
     Building the tiny model takes about a minute alone and much longer when several test
     runs share the cores; outside CI the built workspace is kept in the temp dir, keyed by
-    the sources that decide its content and the mlx/mlx-lm versions. CI (``CI`` set)
+    the sources that decide its content, the mlx/mlx-lm versions and the interpreter. CI (``CI`` set)
     always builds afresh.
     """
     if os.environ.get("CI"):
@@ -42,6 +43,9 @@ def _template_key() -> str:
     for dist in ("mlx", "mlx-lm", "tokenizers"):
         h.update(importlib.metadata.version(dist).encode())
     h.update(str(_TEMPLATE_ITERS).encode())
+    # The workspace's config names this interpreter (the demo judge command): a template built
+    # by another checkout's venv would point at a python that may since have been removed.
+    h.update(sys.executable.encode())
     return h.hexdigest()[:16]
 
 
