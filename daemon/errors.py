@@ -101,6 +101,53 @@ class SuiteError(NightshiftError):
         super().__init__(message)
 
 
+class RegistryDatabaseError(RegistryError):
+    """SQLite failed (locked, read-only, full, corrupt); ``str()`` says what to do.
+
+    Attributes:
+        disk_full: the cause was a full disk (the pipeline frees its reserve and retries).
+    """
+
+    def __init__(self, message: str, *, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
+
+
+class DuplicateNight(RegistryError):
+    """A run for this night key already exists (the nightly run is idempotent)."""
+
+
+class ModelFileError(NightshiftError):
+    """A model file (``config.json``, tokenizer, weights header) is missing or unreadable;
+    ``str(e)`` says which and how to fix it."""
+
+
+class TemplateError(NightshiftError):
+    """The chat template does not compile or refuses a conversation; ``str(e)`` says why."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """Raised inside the training child from mlx-lm's callback to abort on a NaN/inf loss
+    or a loss spike; the child turns it into its non-finite-loss exit code."""
+
+
+class StopTraining(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside the training child from mlx-lm's callback to end training early.
+
+    Attributes:
+        reason: ``deadline`` or ``early_stopping``.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class StrictJSONError(ValueError):
+    """Text refused by :func:`daemon.scoring.parse_strict_json` although Python's json accepts
+    it: ``NaN``/``Infinity`` constants or a duplicate object key."""
+
+
 class StateDirError(NightshiftError):
     """The state dir cannot be used safely: not writable, full, or holding a planted link."""
 
@@ -135,6 +182,8 @@ def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     short.maxdict = short.maxlist = short.maxtuple = short.maxset = 4
     text = short.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class HandoffFailed(NightshiftError):
     """Handing a release to the server, or verifying that it serves it, failed.
 

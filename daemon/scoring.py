@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from daemon.errors import EvaluationFailed, Interrupted
+from daemon.errors import EvaluationFailed, Interrupted, StrictJSONError
 from daemon.gate import CategoryScores
 from daemon.suite import Category, Item, JudgeSpec
 
@@ -385,19 +385,15 @@ _INLINE_FENCE = re.compile(r"```(.*?)```", re.DOTALL)
 _VALIDATORS: dict[str, Any] = {}
 
 
-class _BadJSON(ValueError):
-    pass
-
-
 def _reject_constant(name: str) -> Any:
-    raise _BadJSON(f"{name} is not valid JSON")
+    raise StrictJSONError(f"{name} is not valid JSON")
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise _BadJSON(f"duplicate key {key!r}")
+            raise StrictJSONError(f"duplicate key {key!r}")
         out[key] = value
     return out
 

@@ -15,7 +15,7 @@ from daemon.dataset import (
     normalise_prompt,
     read_chat_jsonl,
 )
-from daemon.errors import reading
+from daemon.errors import TemplateError, reading
 from daemon.preflight.report import CheckResult, Level, grouped, result
 from daemon.suite import Suite
 
@@ -157,7 +157,7 @@ def check_token_lengths(cfg: Config, examples: dict[str, list[Example]]) -> list
     of the examples exceed ``training.max_seq_len_tokens``, or when an
     example's prompt alone fills the window so its answer is cut off).
     """
-    from daemon.preflight.template import TemplateError, TemplateTokenizer
+    from daemon.preflight.template import TemplateTokenizer
 
     all_examples = [ex for exs in examples.values() for ex in exs]
     if not all_examples:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
-from daemon.errors import reading
+from daemon.errors import ModelFileError, TemplateError, reading
 from daemon.preflight.report import CheckResult, Level, result
 from daemon.resources import config_value, context_length, format_bytes
 
@@ -111,10 +111,6 @@ def mlx_lm_info() -> MlxLmInfo:
 
 
 # ---------------------------------------------------------------- files
-
-
-class ModelFileError(Exception):
-    """A model file is missing or unreadable; ``str(e)`` says which and how to fix it."""
 
 
 def read_model_config(model_dir: Path) -> dict[str, Any]:
@@ -539,7 +535,7 @@ def _tokenizer_result(model_dir: Path) -> CheckResult:
 
 
 def _template_result(model_dir: Path) -> CheckResult:
-    from daemon.preflight.template import TemplateError, compile_template
+    from daemon.preflight.template import compile_template
 
     try:
         template, source = load_chat_template(model_dir)

@@ -12,7 +12,7 @@ from typing import Any
 
 from daemon.config import Config
 from daemon.dataset import Example
-from daemon.errors import Interrupted, SuiteError, reading, reading_location
+from daemon.errors import Interrupted, ModelFileError, SuiteError, reading, reading_location
 from daemon.preflight import data, model, suite, system
 from daemon.preflight.guards import check_guards
 from daemon.preflight.report import CheckResult, Level, PreflightReport
@@ -59,7 +59,7 @@ class _Context:
     def model_config(self) -> dict[str, Any] | None:
         try:
             return model.read_model_config(self.cfg.paths.base_model)
-        except model.ModelFileError as exc:
+        except ModelFileError as exc:
             self.config_error = str(exc)
             return None
 

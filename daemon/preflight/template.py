@@ -24,13 +24,10 @@ import jinja2.ext
 import jinja2.nodes
 import jinja2.sandbox
 
+from daemon.errors import TemplateError
 from daemon.preflight.model import load_chat_template
 
 SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
-
-
-class TemplateError(Exception):
-    """The chat template does not compile or refuses a conversation; ``str(e)`` says why."""
 
 
 class _Generation(jinja2.ext.Extension):

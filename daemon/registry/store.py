@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from daemon import clock
-from daemon.errors import RegistryError
+from daemon.errors import DuplicateNight, RegistryDatabaseError, RegistryError
 from daemon.registry.engine import (
     REGISTRY_FILENAME,
     describe_db_error,
@@ -50,22 +50,6 @@ from daemon.registry.models import (
     Trigger,
 )
 from daemon.secrets import redact
-
-
-class DuplicateNight(RegistryError):
-    """A run for this night key already exists (the nightly run is idempotent)."""
-
-
-class RegistryDatabaseError(RegistryError):
-    """SQLite failed (locked, read-only, full, corrupt); ``str()`` says what to do.
-
-    Attributes:
-        disk_full: the cause was a full disk (the pipeline frees its reserve and retries).
-    """
-
-    def __init__(self, message: str, *, disk_full: bool = False) -> None:
-        super().__init__(message)
-        self.disk_full = disk_full
 
 
 class Registry:

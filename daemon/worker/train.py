@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.deadline import should_stop
+from daemon.errors import NonFiniteLoss, StopTraining
 from daemon.worker.common import (
     BEST_ADAPTER,
     EXIT_ERROR,
@@ -102,18 +103,6 @@ class ProcessedTokens:
         if answer_tokens_per_s <= 0 or answers <= 0:
             return 0.0
         return processed / (answers / answer_tokens_per_s)
-
-
-class NonFiniteLoss(RuntimeError):
-    """Raised from the callback to abort training on a NaN/inf loss or a loss spike."""
-
-
-class StopTraining(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """Raised from the callback to end training early; ``reason`` is ``deadline`` or ``early_stopping``."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 def build_lr(req: dict[str, Any]) -> Any:

@@ -748,7 +748,8 @@ def test_dataset_truncation_share_and_lost_answers(tmp_path: Path, model_dir: Pa
 
 def test_template_environment_matches_transformers() -> None:
     """``{% generation %}``, a non-escaping ``tojson`` and ``raise_exception`` behave as in transformers."""
-    from daemon.preflight.template import TemplateError, compile_template
+    from daemon.errors import TemplateError
+    from daemon.preflight.template import compile_template
 
     template = compile_template(
         "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{% endgeneration %}"

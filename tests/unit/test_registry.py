@@ -11,8 +11,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from daemon.errors import RegistryError
-from daemon.registry import DuplicateNight, Registry, RunStatus, Trigger
+from daemon.errors import DuplicateNight, RegistryError
+from daemon.registry import Registry, RunStatus, Trigger
 from daemon.registry.engine import _alembic_config
 from daemon.registry.models import Base
 
