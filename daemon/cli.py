@@ -85,6 +85,9 @@ def _count(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
 
 
+FORCE_HELP = "Train even when nothing changed since the champion's run or the last decided run."
+
+
 def _run_now(config_path: str | None, profile: str | None, force: bool = False) -> None:
     from daemon.pipeline import record_config_failure, run_pipeline
 
@@ -133,25 +136,30 @@ def run_outcome_line(cfg: Config, run_id: int) -> str:
     "-c and --profile work before or after the command name.",
 )
 @click.option("--run-now", is_flag=True, help="Run one pipeline now (same as `nightshift run-now`).")
+@click.option("--force", is_flag=True, help=FORCE_HELP + " With --run-now.")
 @config_options
 @click.version_option(package_name="nightshift")
 @click.pass_context
-def cli(ctx: click.Context, run_now: bool, config_path: str | None, profile: str | None) -> None:
+def cli(ctx: click.Context, run_now: bool, force: bool, config_path: str | None, profile: str | None) -> None:
     """nightshift: nightly LoRA training that never promotes a worse model."""
+    if force and not run_now and ctx.invoked_subcommand != "run-now":
+        raise click.UsageError("--force goes with --run-now (or the run-now command).")
+    ctx.ensure_object(dict)["force"] = force
     if run_now:
         if ctx.invoked_subcommand is not None:
             raise click.UsageError("--run-now cannot be combined with a command.")
-        _run_now(config_path, profile)
+        _run_now(config_path, profile, force=force)
     elif ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
 
 
 @cli.command("run-now")
 @config_options
-@click.option("--force", is_flag=True, help="Train even when nothing changed since the champion's run.")
-def run_now_cmd(config_path: str | None, profile: str | None, force: bool) -> None:
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+@click.pass_context
+def run_now_cmd(ctx: click.Context, config_path: str | None, profile: str | None, force: bool) -> None:
     """Run one pipeline now: preflight, train, evaluate, decide, promote, report."""
-    _run_now(config_path, profile, force=force)
+    _run_now(config_path, profile, force=force or bool(ctx.ensure_object(dict).get("force")))
 
 
 @cli.command()

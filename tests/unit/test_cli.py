@@ -161,3 +161,40 @@ def test_error_is_one_line_and_nonzero(tmp_path) -> None:
     )
     assert res.returncode == 1
     assert res.stderr.startswith("Error: Config file not found:") and res.stderr.count("\n") == 1
+
+
+RUN_NOW_FORMS = [
+    ["--run-now", "--force", "-c", "{cfg}"],
+    ["--force", "--run-now", "-c", "{cfg}"],
+    ["-c", "{cfg}", "--run-now", "--force"],
+    ["-c", "{cfg}", "--force", "--run-now"],
+    ["--run-now", "-c", "{cfg}", "--force"],
+    ["--force", "run-now", "-c", "{cfg}"],
+    ["-c", "{cfg}", "run-now", "--force"],
+    ["run-now", "--force", "-c", "{cfg}"],
+]
+
+
+@pytest.mark.parametrize("form", RUN_NOW_FORMS, ids=" ".join)
+def test_force_works_with_the_run_now_flag_in_any_order(
+    form: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`nightshift --run-now --force` was "No such option: --force": only the run-now command took it."""
+    missing = tmp_path / "given.yaml"
+    argv = [a.format(cfg=missing) for a in form]
+    result = CliRunner().invoke(cli, argv)  # the real path: it reaches config loading, not a usage error
+    assert result.exit_code == 1 and result.output.startswith(f"Error: Config file not found: {missing}."), (
+        argv,
+        result.output,
+    )
+    calls: list[tuple[str | None, bool]] = []
+    monkeypatch.setattr("daemon.cli._run_now", lambda path, profile, force=False: calls.append((path, force)))
+    assert CliRunner().invoke(cli, argv).exit_code == 0
+    assert calls == [(str(missing), True)]
+    unforced = CliRunner().invoke(cli, [a for a in argv if a != "--force"])
+    assert unforced.exit_code == 0 and calls[-1] == (str(missing), False)
+
+
+def test_force_alone_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["--force", "status"])
+    assert result.exit_code == 2 and "--force goes with --run-now" in result.output
