@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -200,6 +203,62 @@ def test_after_kill_9_the_pidfile_is_stale_and_a_new_daemon_starts(tmp_path: Pat
     assert read_daemon_pid(state) == second.pid
     second.terminate()
     assert second.wait(timeout=30) == 0
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+@pytest.mark.slow  # a real daemon process: about 3-6 s
+def test_start_on_a_terminal_prints_its_startup_line_and_logs_to_it(tmp_path: Path) -> None:
+    """`nightshift start` printed nothing at all on a terminal; now a startup line, then the log events
+    both on the terminal and in the JSON log (a real pty: the daemon sees isatty() true)."""
+    config = write_config(tmp_path, IDLE_SCHEDULE)
+    state = tmp_path / "state"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*nightshift_cmd(), "start", "-c", str(config)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    seen = bytearray()
+
+    def read_until(text: str, timeout_s: float = START_TIMEOUT_S) -> str:
+        deadline = time.monotonic() + timeout_s
+        while text not in ANSI_ESCAPE.sub("", seen.decode(errors="replace")):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {text!r} on the terminal; got {bytes(seen)!r}")
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the daemon closed the terminal (exited)
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"terminal closed before {text!r}; got {bytes(seen)!r}")
+                seen.extend(chunk)
+        return ANSI_ESCAPE.sub("", seen.decode(errors="replace")).replace("\r\n", "\n")
+
+    try:
+        read_until("daemon started")
+        shown = read_until("nightshift.jsonl\r\n")  # the startup line (after the scheduler's first events)
+        startup = next(line for line in shown.splitlines() if line.startswith("nightshift started:"))
+        assert startup.startswith(f"nightshift started: pid {proc.pid}, config {config.resolve()}, next run 20")
+        assert startup.endswith(f", log {state.resolve() / 'logs' / 'nightshift.jsonl'}")
+        assert [e for e in log_events(state) if e.get("event") == "daemon started" and e.get("pid") == proc.pid]
+        os.kill(proc.pid, signal.SIGTERM)
+        shown = read_until("daemon stopped", timeout_s=30)
+        assert proc.wait(timeout=30) == 0
+        assert "received SIGTERM" in shown.split("daemon stopped", 1)[1].splitlines()[0]
+        assert "Traceback" not in shown
+        assert [e for e in log_events(state) if e.get("event") == "daemon stopped"]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        os.close(master)
 
 
 # ---------------------------------------------------------------- slow: real nights on the tiny model
