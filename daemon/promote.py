@@ -12,17 +12,25 @@ name the same release. A promotion changes both, so it follows a protocol in
 which every step is durable before the next and a crash at any instruction is
 repaired by :func:`reconcile`.
 
+Every change of champion follows it: a promotion (pipeline, ``approve``),
+``nightshift rollback`` and the automatic rollback after a failed hand-off
+(:func:`daemon.serving.handoff.switch_champion`), and the replacement of a
+corrupt champion by reconcile. The target is a release, or the base model
+alone: then ``current`` is removed and the row's and intent's release is ''.
+
 Promotion protocol (:func:`promote_release`; fault points in brackets):
 
 1. build: :func:`build_release` assembles ``releases/.run-NNNN.tmp``, writes a
    manifest with the size and SHA-256 of every file, makes the files
    read-only, renames it to ``releases/run-NNNN`` and fsyncs ``releases/``
    [``promote:release-built``].
-2. intent: ``promotion-intent.json`` (run, model, release, the previous
+   A rollback reuses a built release and starts at step 2.
+2. intent: ``promotion-intent.json`` (run, model, release or '', the previous
    ``current`` target, the id of the newest promotion row) is written to a
    temp file, fsynced, renamed and the dir fsynced [``promote:intent-written``].
-3. swap: a symlink at a temp name is ``os.replace``-d over ``current`` and the
-   dir fsynced (:func:`swap_current`) [``promote:current-swapped``].
+3. swap: a symlink at a temp name is ``os.replace``-d over ``current`` (or
+   ``current`` is removed for the base model) and the dir fsynced
+   (:func:`swap_current`) [``promote:current-swapped``].
 4. commit: one registry transaction appends the promotion row and moves the
    run to ``promoted`` [``promote:registry-committed``].
 5. clear: the intent is removed and the dir fsynced [``promote:intent-cleared``].
@@ -34,11 +42,13 @@ Reconcile rule (:func:`reconcile`, run under the run lock by every command that
 opens the state: run-now, start, status, approve/reject, rollback):
 
 - An intent whose promotion row is committed (a row newer than the one the
-  intent recorded, naming its release): finish it: ``current`` -> the
-  release, intent removed (``promotion-completed``).
-- An intent with no row: when the release passes verification and the run is
-  still ``deciding`` or ``awaiting_approval`` (or the intent names no run to
-  finish, e.g. a rollback), the promotion is finished: the row is written
+  intent recorded, naming its release, or '' for the base model): finish it:
+  ``current`` -> the release (removed for the base model), intent removed
+  (``promotion-completed``).
+- An intent with no row: when the release passes verification (the base
+  model has nothing to verify) and the run is still ``deciding`` or
+  ``awaiting_approval`` (or the intent names no run to finish: a rollback),
+  the change is finished: the row is written
   with " (completed by recovery)" added to its reason (``promotion-completed``).
   Otherwise it is undone: ``current`` goes back to the registry's champion
   (``promotion-undone``).
@@ -85,7 +95,7 @@ from daemon.errors import PromotionRefused
 from daemon.faults import fault_point
 from daemon.fingerprint import file_sha256
 from daemon.registry import Registry, RunStatus
-from daemon.registry.models import Model, ModelKind, Promotion
+from daemon.registry.models import PROMOTABLE_STATUSES, Model, ModelKind, Promotion
 from daemon.serving.fusecheck import fuse_manifest_entry
 from daemon.statedir import fsync_dir, write_private
 
@@ -98,6 +108,8 @@ MANIFEST_FILE = "manifest.json"
 INTENT_FILE = "promotion-intent.json"
 RECOVERY_SUFFIX = " (completed by recovery)"
 RECOVERY_ACTOR = "nightshift"
+BASE_RELEASE = ""
+"""``release_path`` of a promotion row (and an intent) whose champion is the base model alone."""
 
 __all__ = [
     "CURRENT_LINK",
@@ -303,7 +315,8 @@ class PromotionIntent:
     """What a promotion under way is about to do (``promotion-intent.json``).
 
     Attributes:
-        release: the release directory (absolute path).
+        release: the release directory (absolute path), or '' (:data:`BASE_RELEASE`)
+            for the base model alone (``current`` removed).
         to_model_id: the model that becomes champion.
         from_model_id: the champion before (None: the base).
         run_id: the run recorded with the promotion (None: none).
@@ -347,21 +360,26 @@ def promote_release(
     state_dir: Path,
     registry: Registry,
     *,
-    release: Path,
+    release: Path | None,
     to_model_id: int,
     run_id: int | None,
     reason: str,
     decided_by: str,
     finish_run: bool = True,
-    before_commit: Callable[[Path], None] | None = None,
+    before_commit: Callable[[Path | None], None] | None = None,
 ) -> Promotion:
     """Make ``release`` the champion and ``current`` (steps 2-5 of the protocol).
 
-    Call while holding the run lock. ``from_model_id`` is taken from the registry.
+    Every champion change goes through here: a promotion, ``nightshift
+    rollback``, the automatic rollback after a failed hand-off and the
+    replacement of a corrupt champion. Call while holding the run lock.
+    ``from_model_id`` is taken from the registry.
 
     Args:
-        release: a built release directory (:func:`build_release`).
-        to_model_id: the model row it holds.
+        release: a built release directory (:func:`build_release`), or None
+            for the base model alone (``current`` is removed; the promotion
+            row's ``release_path`` is '').
+        to_model_id: the model row it holds (the base model's row for None).
         run_id: the run recorded with the promotion; ``finish_run`` moves it
             to ``promoted`` (False for a rollback to an older run's release).
         before_commit: called with the release after ``current`` points at
@@ -379,7 +397,7 @@ def promote_release(
     champ = registry.champion()
     link = state_dir / CURRENT_LINK
     intent = PromotionIntent(
-        release=str(Path(release)),
+        release=str(Path(release)) if release is not None else BASE_RELEASE,
         to_model_id=to_model_id,
         from_model_id=champ[1].id if champ else None,
         run_id=run_id,
@@ -392,19 +410,19 @@ def promote_release(
     write_private(state_dir / INTENT_FILE, json.dumps(asdict(intent)).encode(), durable=True)
     fault_point("promote:intent-written")
     try:
-        undo = swap_current(state_dir, Path(release))
+        undo = swap_current(state_dir, release)
     except BaseException:
         _clear_intent(state_dir)
         raise
     try:
         fault_point("promote:current-swapped")
         if before_commit is not None:
-            before_commit(Path(release))
+            before_commit(release)
         promo = registry.record_promotion(
             run_id=run_id,
             from_model_id=intent.from_model_id,
             to_model_id=to_model_id,
-            release_path=str(release),
+            release_path=intent.release,
             reason=reason,
             decided_by=decided_by,
             finish_run=finish_run,
@@ -416,7 +434,7 @@ def promote_release(
     fault_point("promote:registry-committed")
     _clear_intent(state_dir)
     fault_point("promote:intent-cleared")
-    log.info("promoted", run_id=run_id, release=str(release), decided_by=decided_by)
+    log.info("promoted", run_id=run_id, release=intent.release or "base model", decided_by=decided_by)
     return promo
 
 
@@ -433,9 +451,19 @@ class RecoveryAction:
 
 
 def _same_release(a: str | Path | None, b: str | Path | None) -> bool:
+    """Both name the same release, or both the base model ('' or None)."""
     if not a or not b:
-        return False
+        return not a and not b
     return Path(a).name == Path(b).name
+
+
+def _link_text(state_dir: Path, release: str | None) -> str | None:
+    """What ``current`` must contain for ``release`` (None: no link, the base model)."""
+    return os.path.relpath(release, state_dir) if release else None
+
+
+def _label(release: str | None) -> str:
+    return Path(release).name if release else "the base model"
 
 
 def reconcile(state_dir: Path, registry: Registry, *, full: bool = False) -> list[RecoveryAction]:
@@ -479,22 +507,23 @@ def _finish_or_undo(
         and (intent.last_promotion_id is None or champ[0].id > intent.last_promotion_id)
         and _same_release(champ[0].release_path, intent.release)
     )
-    name = Path(intent.release).name
+    name = _label(intent.release)
     if committed:
-        _set_link(state_dir, os.path.relpath(intent.release, state_dir))
+        _set_link(state_dir, _link_text(state_dir, intent.release))
         _clear_intent(state_dir)
-        record("promotion-completed", f"the promotion to {name} was committed; current points at it", intent.run_id)
+        record("promotion-completed", f"the change of champion to {name} was committed; current follows it", intent.run_id)
         return
-    problems = verify_release(Path(intent.release), full=True)
+    # The base model has no release files to verify; a release must be intact.
+    problems = verify_release(Path(intent.release), full=True) if intent.release else []
     run_ok = True
     if intent.run_id is not None and intent.finish_run:
         try:
             status = RunStatus(registry.get_run(intent.run_id).status)
         except Exception:
             status = None
-        run_ok = status in (RunStatus.DECIDING, RunStatus.AWAITING_APPROVAL)
+        run_ok = status in PROMOTABLE_STATUSES
     if not problems and run_ok:
-        _set_link(state_dir, os.path.relpath(intent.release, state_dir))
+        _set_link(state_dir, _link_text(state_dir, intent.release))
         registry.record_promotion(
             run_id=intent.run_id,
             from_model_id=intent.from_model_id,
@@ -507,14 +536,15 @@ def _finish_or_undo(
         _clear_intent(state_dir)
         record(
             "promotion-completed",
-            f"a promotion to {name} was interrupted before the registry recorded it; the release "
-            "is intact, so it was finished: champion and current name it",
+            f"a change of champion to {name} was interrupted before the registry recorded it; "
+            + ("the release is intact, so " if intent.release else "")
+            + f"it was finished: champion and current name {name}",
             intent.run_id,
         )
         return
     why = "; ".join(problems) if problems else "the run is no longer waiting to be promoted"
     back = champ[0].release_path if champ else None
-    _set_link(state_dir, os.path.relpath(back, state_dir) if back else None)
+    _set_link(state_dir, _link_text(state_dir, back))
     _clear_intent(state_dir)
     record(
         "promotion-undone",
@@ -579,20 +609,16 @@ def _replace_corrupt_champion(
         if base_id is None:
             return
         to_model, release, run_id, what = base_id, "", None, "the base model (no intact release left)"
-    undo = swap_current(state_dir, Path(release) if release else None)
-    try:
-        registry.record_promotion(
-            run_id=run_id,
-            from_model_id=model.id,
-            to_model_id=to_model,
-            release_path=release,
-            reason=f"the champion's release {bad} failed verification ({why}); replaced by {what}",
-            decided_by=RECOVERY_ACTOR,
-            finish_run=False,
-        )
-    except BaseException:
-        undo()
-        raise
+    promote_release(
+        state_dir,
+        registry,
+        release=Path(release) if release else None,
+        to_model_id=to_model,
+        run_id=run_id,
+        reason=f"the champion's release {bad} failed verification ({why}); replaced by {what}",
+        decided_by=RECOVERY_ACTOR,
+        finish_run=False,
+    )
     record(
         "champion-replaced",
         f"the champion's release {bad} is corrupt ({why}); the champion is now {what}",

@@ -68,12 +68,14 @@ def rollback(config_path: str | None, profile: str | None, to_run: int | None, w
 
     from daemon.logs import configure_logging
     from daemon.pipeline import locked_registry
+    from daemon.recovery import recover_state
     from daemon.serving.handoff import rollback_champion
 
     cfg = load(config_path, profile)
     configure_logging(cfg.paths.state_dir, console=False)
     who = who or getpass.getuser()
     with locked_registry(cfg.paths.state_dir) as (_lock, registry):
+        recover_state(cfg, registry)  # finish or undo what a killed command left first
         target, outcome = rollback_champion(cfg, registry, to_run=to_run, who=who, why=why)
     for result in outcome.results:
         click.echo(f"{result.verdict}" + (f" ({result.reason})" if result.reason and not result.ok else ""))

@@ -99,6 +99,8 @@ class RunStatus(str, Enum):
 ACTIVE_STATUSES = frozenset(
     {RunStatus.PENDING, RunStatus.PREFLIGHT, RunStatus.TRAINING, RunStatus.EVALUATING, RunStatus.DECIDING}
 )
+#: States a run may be promoted from (the promotion row moves it to ``promoted``).
+PROMOTABLE_STATUSES = frozenset({RunStatus.DECIDING, RunStatus.AWAITING_APPROVAL})
 FINAL_STATUSES = frozenset(
     {RunStatus.PROMOTED, RunStatus.REJECTED, RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.SKIPPED, RunStatus.ROLLED_BACK}
 )

@@ -12,7 +12,7 @@ a single insert.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from daemon.registry.engine import (
 from daemon.registry.models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    PROMOTABLE_STATUSES,
     TRANSITIONS,
     EvalResult,
     EvalSet,
@@ -359,15 +360,12 @@ class Registry:
         reason: str,
         decided_by: str,
         finish_run: bool = True,
-        swap: Callable[[], Callable[[], None]] | None = None,
     ) -> Promotion:
         """Append to the promotion log (this changes the champion) and, in the
         same transaction, move the run to ``promoted``.
 
-        Args:
-            swap: called inside the transaction just before commit (the
-                ``current`` symlink swap); returns an undo function that is
-                called if the commit fails, so link and registry agree.
+        Only :func:`daemon.promote.promote_release` (the crash-consistent
+        protocol that also swaps ``current``) and its reconcile step call this.
 
         Raises:
             RegistryError: the run is not in a state that may be promoted.
@@ -384,10 +382,7 @@ class Registry:
         with self._tx() as s:
             if run_id is not None and finish_run:
                 run = s.get(Run, run_id)
-                if run is None or RunStatus(run.status) not in (
-                    RunStatus.DECIDING,
-                    RunStatus.AWAITING_APPROVAL,
-                ):
+                if run is None or RunStatus(run.status) not in PROMOTABLE_STATUSES:
                     state = run.status if run else "missing"
                     raise RegistryError(f"Run {run_id} cannot be promoted from state {state}.")
                 run.status = RunStatus.PROMOTED.value
@@ -397,14 +392,6 @@ class Registry:
             model = s.get(Model, to_model_id)
             if model is not None and model.release_path is None:
                 model.release_path = release_path
-            s.flush()
-            undo = swap() if swap is not None else None
-            try:
-                s.commit()
-            except BaseException:
-                if undo is not None:
-                    undo()
-                raise
         return promo
 
     def add_recovery(self, action: str, detail: str, *, run_id: int | None = None) -> None:

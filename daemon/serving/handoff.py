@@ -304,49 +304,27 @@ def recorded_replies(registry: Registry, model_id: int, *, run_id: int | None = 
 def switch_champion(
     cfg: Config, registry: Registry, target: Target, *, run_id: int | None, reason: str, decided_by: str
 ) -> None:
-    """Make ``target`` the champion through the promotion path (``current`` swap + promotion row).
+    """Make ``target`` the champion through the promotion protocol
+    (:func:`daemon.promote.promote_release`: intent, ``current`` swap, promotion row, intent cleared).
+
+    A ``target`` with no release (the base model) removes ``current``. Call holding the run lock.
 
     Raises:
-        RegistryError, OSError: nothing changed (the swap is undone when the commit fails).
+        RegistryError, OSError: nothing changed (the swap is undone when the commit fails;
+            a kill at any step is repaired by :func:`daemon.promote.reconcile`).
     """
-    from daemon.promote import swap_current
+    from daemon.promote import promote_release
 
-    state_dir = cfg.paths.state_dir
-    champ = registry.champion()
-
-    def swap() -> Callable[[], None]:
-        if target.release:
-            return swap_current(state_dir, Path(target.release))
-        return _remove_current(state_dir)
-
-    registry.record_promotion(
-        run_id=run_id,
-        from_model_id=champ[1].id if champ else None,
+    promote_release(
+        cfg.paths.state_dir,
+        registry,
+        release=Path(target.release) if target.release else None,
         to_model_id=target.model_id,
-        release_path=target.release,
+        run_id=run_id,
         reason=reason,
         decided_by=decided_by,
         finish_run=False,
-        swap=swap,
     )
-
-
-def _remove_current(state_dir: Path) -> Callable[[], None]:
-    import os
-
-    from daemon.promote import CURRENT_LINK, fsync_dir
-
-    link = state_dir / CURRENT_LINK
-    previous = os.readlink(link) if link.is_symlink() else None
-    link.unlink(missing_ok=True)
-    fsync_dir(state_dir)
-
-    def undo() -> None:
-        if previous is not None:
-            os.symlink(previous, link)
-            fsync_dir(state_dir)
-
-    return undo
 
 
 @dataclass

@@ -79,15 +79,15 @@ def assert_consistent(state_dir: Path) -> Registry:
     reg = Registry.open(state_dir)
     champ = reg.champion()
     target = current_target(state_dir)
-    if champ is None:
-        assert target is None
+    if champ is None or not champ[0].release_path:  # the base model: no `current`
+        assert target is None and not (state_dir / "current").is_symlink()
     else:
         assert target is not None and target.name == Path(champ[0].release_path).name, (target, champ[0].release_path)
         assert verify_release(target, full=True) == []
         assert loadable(target)
     assert read_intent(state_dir) is None
     releases = state_dir / "releases"
-    named = {Path(p.release_path).name for p in reg.promotions()}
+    named = {Path(p.release_path).name for p in reg.promotions() if p.release_path}
     leftovers = [p.name for p in releases.iterdir() if p.name not in named] if releases.exists() else []
     assert leftovers == []
     assert not list(state_dir.glob(".current.*"))

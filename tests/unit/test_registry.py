@@ -84,25 +84,19 @@ def test_abandoned_runs_marked_interrupted(tmp_path: Path) -> None:
     assert (got.status, got.failure_reason) == ("interrupted", "daemon died")
 
 
-def test_promotion_log_names_champion_and_swap_is_undone_when_commit_fails(tmp_path: Path) -> None:
+def test_promotion_log_names_champion_and_moves_the_run(tmp_path: Path) -> None:
     reg = Registry.open(tmp_path)
     base = reg.base_model("/m", "a" * 64, mlx_version="0", mlx_lm_version="0")
     assert reg.champion() is None
     run = new_run(reg)
+    with pytest.raises(RegistryError):  # not promotable from pending
+        reg.record_promotion(run_id=run.id, from_model_id=None, to_model_id=base.id, release_path="", reason="r", decided_by="auto")
     for st in (RunStatus.PREFLIGHT, RunStatus.TRAINING, RunStatus.EVALUATING, RunStatus.DECIDING):
         reg.transition(run.id, st)
     adapter = reg.add_adapter_model(base=base, adapter_path="/a", adapter_sha256="b" * 64, run_id=run.id, mlx_version=None, mlx_lm_version=None)
-    undone = []
-
-    def failing_swap():
-        raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        reg.record_promotion(run_id=run.id, from_model_id=None, to_model_id=adapter.id, release_path="/r", reason="r", decided_by="auto", swap=failing_swap)
-    assert reg.champion() is None and reg.get_run(run.id).status == "deciding"
-    reg.record_promotion(run_id=run.id, from_model_id=None, to_model_id=adapter.id, release_path="/r", reason="r", decided_by="auto", swap=lambda: (lambda: undone.append(1)))
+    reg.record_promotion(run_id=run.id, from_model_id=None, to_model_id=adapter.id, release_path="/r", reason="r", decided_by="auto")
     promo, model = reg.champion()  # type: ignore[misc]
-    assert model.id == adapter.id and promo.decided_by == "auto" and not undone
+    assert model.id == adapter.id and promo.decided_by == "auto"
     assert reg.get_run(run.id).status == "promoted"
 
 
