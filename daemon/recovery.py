@@ -1,7 +1,8 @@
 """Start-up recovery: the one step every command that opens the state runs first.
 
 :func:`recover_state` (under the run lock) reconciles ``current`` with the
-registry (:func:`daemon.promote.reconcile`), marks runs whose process died
+registry (:func:`daemon.promote.reconcile`), stops a managed model server that
+a killed nightshift left running (:mod:`daemon.serving.leftover`), marks runs whose process died
 ``interrupted`` with that process's pid, and rewrites the reports of the runs
 it changed, so a report never says "still running" about a dead run.
 :func:`recover_if_idle` is the same for read commands (``status``,
@@ -42,6 +43,10 @@ def recover_state(cfg: Config, registry: Registry, *, full: bool = False) -> lis
     """
     state_dir = cfg.paths.state_dir
     actions = reconcile(state_dir, registry, full=full)
+    stopped = _stop_leftover_server(cfg)
+    if stopped is not None:
+        registry.add_recovery("server-stopped", stopped)
+        actions.append(RecoveryAction("server-stopped", stopped))
     for run_id in registry.mark_abandoned_runs(ABANDONED_REASON):
         action = RecoveryAction("run-interrupted", ABANDONED_REASON.format(pid=registry.get_run(run_id).pid), run_id)
         registry.add_recovery(action.action, action.detail, run_id=run_id)
@@ -50,6 +55,17 @@ def recover_state(cfg: Config, registry: Registry, *, full: bool = False) -> lis
     for run_id in sorted({a.run_id for a in actions if a.run_id is not None}):
         _rewrite_report(cfg, registry, run_id)
     return actions
+
+
+def _stop_leftover_server(cfg: Config) -> str | None:
+    """Stop a managed server that a killed nightshift left running (none while a supervisor lives)."""
+    from daemon.serving.leftover import stop_leftover_server
+    from daemon.serving.server import SERVING_DIR, supervisor_alive
+
+    state_dir = cfg.paths.state_dir
+    if not (state_dir / SERVING_DIR).is_dir() or supervisor_alive(state_dir):
+        return None
+    return stop_leftover_server(state_dir / SERVING_DIR, cfg.serving.stop_grace_s)
 
 
 def recover_if_idle(cfg: Config, registry: Registry) -> list[RecoveryAction]:

@@ -638,9 +638,10 @@ def run_daemon(cfg: Config, on_started: Callable[[datetime | None], None] | None
 
     state_dir = cfg.paths.state_dir
     with DaemonPidFile(state_dir):
+        registry = Registry.open(state_dir)
         daemon = Daemon(
             cfg,
-            registry=Registry.open(state_dir),
+            registry=registry,
             run_pipeline=_run_pipeline,
             run_preflight=_run_preflight,
             scheduled_trigger=Trigger.SCHEDULED,
@@ -651,7 +652,9 @@ def run_daemon(cfg: Config, on_started: Callable[[datetime | None], None] | None
             from daemon.serving.server import Supervisor
 
             supervisor = Supervisor(cfg)
-            supervisor.start()
+            supervisor.start()  # stops a server a killed daemon left running
+            if supervisor.leftover_stopped is not None:
+                registry.add_recovery("server-stopped", supervisor.leftover_stopped)
         try:
             daemon.recover()
             return daemon.serve(on_started)

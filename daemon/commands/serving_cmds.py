@@ -36,6 +36,8 @@ def serve(config_path: str | None, profile: str | None) -> None:
     """
     from daemon import shutdown
     from daemon.logs import configure_logging
+    from daemon.recovery import recover_if_idle
+    from daemon.registry import Registry
     from daemon.scheduler import install_signal_handlers, restore_signal_handlers
     from daemon.serving.server import Supervisor, desired_release
 
@@ -43,6 +45,11 @@ def serve(config_path: str | None, profile: str | None) -> None:
     configure_logging(cfg.paths.state_dir)
     if cfg.serving.mode != "managed":
         click.echo(f"note: serving.mode is {cfg.serving.mode}; promotions hand off to this server only with mode: managed", err=True)
+    registry = Registry.open(cfg.paths.state_dir)
+    try:
+        recover_if_idle(cfg, registry)  # current follows the registry; a leftover server is stopped
+    finally:
+        registry.close()
     previous = install_signal_handlers()
     supervisor = Supervisor(cfg)
     try:

@@ -12,6 +12,9 @@ It reports in ``<state_dir>/serving/server.json`` (``state``: starting,
 running, failed, paused, idle or stopped; ``release``; ``url``; ``pid``;
 ``error``; ``updated_at`` in seconds since the epoch), which the hand-off reads.
 ``<state_dir>/serving/supervisor.lock`` (flock) is held by the one live supervisor.
+The server's pid is recorded in ``<state_dir>/serving/server.pid.json`` while it
+runs; a supervisor that starts stops a server a dead one left behind
+(:mod:`daemon.serving.leftover`).
 
 mlx-lm's server keys its loaded model by path strings, so the command gets the
 resolved release directory, never ``current``; it is started with
@@ -38,6 +41,12 @@ import structlog
 from daemon.child import stop_process_group
 from daemon.config import Config
 from daemon.errors import HandoffFailed
+from daemon.serving.leftover import (
+    forget_server,
+    parent_death_signal,
+    record_server,
+    stop_leftover_server,
+)
 
 log = structlog.get_logger("nightshift.serving")
 
@@ -227,6 +236,9 @@ class Supervisor:
         self._backoff = cfg.serving.restart_backoff_s
         self._attempt = 0
         self._last_written: tuple[Any, ...] | None = None
+        self._preexec = parent_death_signal()
+        #: What :meth:`start` stopped that a dead supervisor had left running (None: nothing).
+        self.leftover_stopped: str | None = None
 
     @property
     def url(self) -> str:
@@ -255,6 +267,8 @@ class Supervisor:
                 f"(pid {state.get('supervisor_pid', '?')}, {state.get('url', '?')}); stop it first"
             ) from None
         self._lock_fd = fd
+        # Holding the lock, no live supervisor owns a recorded server: it is a leftover.
+        self.leftover_stopped = stop_leftover_server(serving_dir(self.state_dir), self.cfg.serving.stop_grace_s)
         if self.port == 0:
             self.port = free_port(self.cfg.serving.host)
         self._write("idle", BASE_KEY, error=None)
@@ -299,6 +313,7 @@ class Supervisor:
         if child is not None and child.proc.poll() is not None:
             code = child.proc.returncode
             self._child = None
+            forget_server(serving_dir(self.state_dir))
             if child.release == desired and not paused:
                 error = f"the server exited with status {code}; restarting in {self._backoff:g} s (log: {self._log_path()})"
                 log.warning("server_died", returncode=code, release=child.release)
@@ -345,15 +360,18 @@ class Supervisor:
                 proc = subprocess.Popen(
                     argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True, env=server_env(self.state_dir), cwd=str(self.state_dir),
+                    preexec_fn=self._preexec,  # SIGTERM when this process dies (Linux)
                 )
             except OSError as exc:
                 self._fail(release, f"cannot start the server command {argv[0]!r}: {exc.strerror or exc}")
                 return
+        record_server(serving_dir(self.state_dir), proc.pid, argv)
         self._child = _Child(proc=proc, release=release, started=time.monotonic())
         deadline = time.monotonic() + sv.health_timeout_s
         while not self._stop.is_set():
             if proc.poll() is not None:
                 self._child = None
+                forget_server(serving_dir(self.state_dir))
                 self._fail(
                     release,
                     f"the server command {argv[0]!r} exited with status {proc.returncode} before it was healthy "
@@ -380,6 +398,8 @@ class Supervisor:
             stop_process_group(child.proc, self.cfg.serving.stop_grace_s)  # type: ignore[arg-type]
         elif child is not None:
             child.proc.wait()
+        if child is not None:
+            forget_server(serving_dir(self.state_dir))
 
     def _log_path(self) -> Path:
         return serving_dir(self.state_dir) / LOG_FILE

@@ -24,8 +24,13 @@ def nightshift(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def add_serving(ws: Path, text: str) -> Path:
+    """Replace the demo config's ``serving`` section with ``text`` (its indented body)."""
+    import yaml
+
     cfg = ws / "nightshift.yaml"
-    cfg.write_text(cfg.read_text() + "\nserving:\n" + text)
+    data = yaml.safe_load(cfg.read_text())
+    data["serving"] = yaml.safe_load("serving:\n" + text)["serving"]
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     return cfg
 
 
@@ -130,3 +135,30 @@ def test_hook_that_does_nothing_fails_verification_and_is_rolled_back(demo_works
     finally:
         os.killpg(server.pid, 9)
         server.wait()
+
+
+def test_real_server_does_not_outlive_a_kill_9_of_nightshift_serve(demo_workspace: Path) -> None:
+    """Defect: the managed mlx_lm.server (own session) outlived a kill -9 of its supervisor."""
+    from daemon.serving.server import read_server_state
+
+    cfg = add_serving(demo_workspace, "  mode: managed\n  port: 0\n")
+    state = demo_workspace / "state"
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "-c", str(cfg), "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while (st := read_server_state(state) or {}).get("state") != "running":
+            assert serve.poll() is None and time.monotonic() < deadline, st
+            time.sleep(0.2)
+        assert check_health(st["url"], 5.0) is None and server_processes(demo_workspace)
+    finally:
+        serve.kill()
+        serve.wait()
+    status = nightshift("-c", str(cfg), "status")  # recovery stops a leftover (Linux: the parent-death signal did)
+    assert status.returncode == 0, status.stderr
+    deadline = time.monotonic() + 30
+    while server_processes(demo_workspace) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert server_processes(demo_workspace) == []
+    assert not (state / "serving" / "server.pid.json").exists()

@@ -22,6 +22,7 @@ import pytest
 from daemon.config import config_from_dict
 from daemon.errors import ConfigError, HandoffFailed
 from daemon.serving.hook import run_reload_hook
+from daemon.serving.leftover import PID_FILE, process_identity
 from daemon.serving.probes import Probe, ProbeOutcome, run_probes, select_probes
 from daemon.serving.server import (
     Supervisor,
@@ -238,9 +239,13 @@ def test_supervisor_follows_current_and_stops_its_server(tmp_path: Path) -> None
         second = wait_running(rel_b)
         assert served() == "B" and second["pid"] != first["pid"]
         pid = second["pid"]
+        # the running server is recorded (pid + start time/command line) for leftover recovery
+        record = json.loads((state / "serving" / PID_FILE).read_text())
+        assert record["pid"] == pid and record["identity"] == process_identity(pid)
     finally:
         sup.stop()
     assert not supervisor_alive(state)
+    assert not (state / "serving" / PID_FILE).exists()  # forgotten once stopped
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # nothing left running
     assert (read_server_state(state) or {})["state"] == "stopped"
