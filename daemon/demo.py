@@ -226,7 +226,8 @@ def make_refusals(n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def _chat(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"messages": r["messages"]} for r in rows]
+    # "source" names where an example came from: the report counts the night's data by it.
+    return [{"source": r["task"], "messages": r["messages"]} if r.get("task") else {"messages": r["messages"]} for r in rows]
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -61,16 +61,21 @@ class Notice:
     reason: str
     composite: tuple[float, float] | None
     report: str | None
+    headline: str = ""
+    """The outcome in one sentence (:func:`daemon.runsummary.headline`), as the report's headline."""
 
     @property
     def line(self) -> str:
-        """The one line every channel shows."""
-        parts = [f"nightshift run {self.run_id}: {self.outcome.replace('_', ' ')}"]
+        """The one line every channel shows: the report's headline, composite change, report path."""
+        if self.headline:
+            parts = [f"nightshift run {self.run_id}: {self.headline}"]
+        else:
+            parts = [f"nightshift run {self.run_id}: {self.outcome.replace('_', ' ')}"]
+            if self.reason:
+                parts.append(self.reason if len(self.reason) <= 200 else self.reason[:200] + "…")
         if self.composite is not None:
             a, b = self.composite
             parts.append(f"composite {a:.4f} -> {b:.4f} ({b - a:+.4f})")
-        if self.reason:
-            parts.append(self.reason if len(self.reason) <= 200 else self.reason[:200] + "…")
         if self.report:
             parts.append(f"report: {self.report}")
         return " · ".join(parts)
@@ -180,7 +185,7 @@ def notify_run(cfg: Config, registry: Any, run_id: int, report: Path | None) -> 
         html = html_report_path(cfg.paths.state_dir, run_id)
         path = html if html.exists() else report
         notice = Notice(run_id=run_id, outcome=row.status, reason=row.reason, composite=row.composite,
-                        report=str(path) if path else None)
+                        report=str(path) if path else None, headline=row.headline)
         results = send_notices(ncfg, notice)
     except Exception as exc:  # noqa: BLE001 - reported, never raised
         results = [{"channel": "all", "ok": False, "error": f"{type(exc).__name__}: {exc}"}]

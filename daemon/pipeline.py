@@ -27,6 +27,7 @@ import structlog
 from daemon import clock, shutdown
 from daemon.child import StartedWorker
 from daemon.config import Config
+from daemon.dataset.composition import LOOKBACK_RUNS, record_composition
 from daemon.errors import (
     Interrupted,
     NightshiftError,
@@ -304,6 +305,8 @@ class _Night:
             )
         sha, count = dataset_fingerprint(self.cfg.paths.dataset)
         self.registry.update_run(self.run_id, dataset_sha256=sha, dataset_examples=count)
+        earlier = [(r.id, r.run_dir) for r in self.registry.runs(limit=LOOKBACK_RUNS) if r.id < self.run_id]
+        record_composition(self.cfg.paths.dataset, self.run_dir, earlier)  # the report's data composition
 
     def unchanged(self) -> str | None:
         """The reason to skip tonight when its training inputs equal the champion's run's, else None."""

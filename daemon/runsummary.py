@@ -35,6 +35,7 @@ class RunSummary:
             in [0, 1]; None when the run never reached the gate.
         composite_delta: challenger minus champion; None likewise.
         report_path: the morning report, if written.
+        headline: the outcome in one sentence (:func:`headline`).
     """
 
     run_id: int
@@ -47,6 +48,7 @@ class RunSummary:
     challenger_composite: float | None
     composite_delta: float | None
     report_path: str | None
+    headline: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: times as UTC ISO 8601 (seconds), durations in seconds."""
@@ -57,6 +59,7 @@ class RunSummary:
             "started_at": self.started_at.isoformat(timespec="seconds") if self.started_at else None,
             "duration_s": round(self.duration_s, 1) if self.duration_s is not None else None,
             "reason": self.reason,
+            "headline": self.headline,
             "champion_composite": self.champion_composite,
             "challenger_composite": self.challenger_composite,
             "composite_delta": self.composite_delta,
@@ -73,14 +76,12 @@ class RunSummary:
         )
 
     def outcome_line(self) -> str:
-        """The line ``--run-now`` ends with: outcome, the gate's reason, composite change, report.
+        """The line ``--run-now`` ends with: the outcome sentence (:func:`headline`, the report's
+        headline), composite change, report.
 
-        ``run 7: rejected (failed superiority); composite 0.5840 -> 0.5801 (-0.0039); report: ...``
+        ``run 7: rejected: challenger vs champion: failed superiority (...); composite 0.5840 -> 0.5801 (-0.0039); report: ...``
         """
-        head = f"run {self.run_id}: {self.status}"
-        if self.reason:
-            head += f" ({self.reason})"
-        parts = [head]
+        parts = [f"run {self.run_id}: {self.headline or self.status}"]
         if self.composite_text():
             parts.append(self.composite_text())
         if self.report_path:
@@ -106,6 +107,54 @@ def gate_reason(decision: dict[str, Any]) -> str:
     return summary
 
 
+HEADLINE_REASON_CHARS = 300
+"""Widest failure reason quoted in the one-sentence headline (characters; the report has it whole)."""
+
+
+def headline(status: str, decision: dict[str, Any] | None, failure_reason: str | None) -> str:
+    """The run's outcome in one sentence: what happened, then why (the gate's sentence or the failure).
+
+    The report's headline, the last line of ``--run-now`` and every notification
+    print this sentence, so the three say the same thing::
+
+        promoted: challenger beats champion by +0.0172 (95% lower bound +0.0031); all checks passed
+        rejected: challenger vs champion: failed superiority (composite delta -0.0039, lower bound -0.0200)
+        awaiting approval: the gate recommends PROMOTE: challenger beats champion by ...
+        failed: Training exited with signal 9 after 5400 s (likely out of memory); log: ...
+        rejected by alice (gate recommended promotion)
+
+    Args:
+        status: the run's status value.
+        decision: the stored gate decision (:meth:`daemon.gate.Decision.to_dict`), or None/{}.
+        failure_reason: the run's recorded reason (failure, interruption, rollback, skip or
+            an operator's decision), folded to one line and cut to :data:`HEADLINE_REASON_CHARS`.
+    """
+    from daemon.registry.models import ACTIVE_STATUSES
+
+    word = status.replace("_", " ")
+    if status in {s.value for s in ACTIVE_STATUSES}:
+        return f"running ({word})"
+    d = decision or {}
+    summary = str(d.get("summary") or "")
+    gate = summary
+    for prefix in ("PROMOTE: ", "REJECT: "):
+        gate = gate.removeprefix(prefix)
+    folded = " ".join((failure_reason or "").split())
+    if len(folded) > HEADLINE_REASON_CHARS:
+        folded = folded[:HEADLINE_REASON_CHARS] + "…"
+    if status == "awaiting_approval":
+        return f"{word}: the gate recommends {summary}" if summary else word
+    if status in ("promoted", "rejected") and folded.startswith(f"{word} by "):
+        return folded  # an operator's decision names who and the gate's advice
+    if status == "promoted" and d and not d.get("promote"):
+        return f"{word} by the operator against the gate's recommendation: {gate}"
+    if status in ("promoted", "rejected") and gate:
+        return f"{word}: {gate}"
+    if folded:
+        return f"{word}: {folded}"
+    return f"{word}: no reason was recorded" if status in ("failed", "interrupted", "rolled_back") else word
+
+
 def summarize_run(run: Any) -> RunSummary:
     """A :class:`RunSummary` from a registry ``Run`` row (its stored decision included)."""
     decision: dict[str, Any] = {}
@@ -124,6 +173,7 @@ def summarize_run(run: Any) -> RunSummary:
     if run.started_at is not None and run.finished_at is not None:
         duration = (run.finished_at - run.started_at).total_seconds()
     return RunSummary(
+        headline=headline(run.status, decision, run.failure_reason),
         run_id=run.id,
         trigger=run.trigger,
         status=run.status,

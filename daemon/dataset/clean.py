@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from daemon.dataset.composition import TAG_KEYS
 from daemon.dataset.leakage import strip_template_tokens
 from daemon.dataset.records import (
     BLOCK_JOINER,
@@ -157,6 +158,9 @@ def clean_record(record: Any, *, keep_think: bool = False) -> CleanResult:
     out: dict[str, Any] = {"messages": messages}
     if "tools" in record:
         out["tools"] = record["tools"]
+    for key in TAG_KEYS:  # the source tag the report counts examples by
+        if isinstance(record.get(key), str):
+            out[key] = record[key]
     normalised, issues = normalise_record(out)
     if normalised is None:
         reason = next(i.message for i in issues if i.kind.rejects_record)

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
+from daemon.dataset.composition import Composition, load_composition
 from daemon.evaluate import truncation
 from daemon.gate import Decision
 from daemon.promote import current_target
 from daemon.registry import Registry, RunStatus
+from daemon.runsummary import headline
 
 ROLES = ("base", "champion", "challenger")
 TREND_NIGHTS = 365
@@ -114,6 +116,8 @@ class NightRow:
     reason: str
     composite: tuple[float, float] | None
     """(champion, challenger) composite when decided."""
+    headline: str = ""
+    """The outcome in one sentence (:func:`daemon.runsummary.headline`)."""
 
 
 @dataclass
@@ -123,6 +127,8 @@ class ReportData:
     run_id: int
     status: str
     headline: str
+    """The outcome in one sentence (:func:`daemon.runsummary.headline`: also ``--run-now``'s
+    last line and the notification)."""
     reason: str
     """The gate's or the failure's reason in one sentence."""
     trigger: str
@@ -157,6 +163,10 @@ class ReportData:
     """current (release path or None), swapped_tonight, note."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Optional records other stages add when present (hand-off, truncation share, ...)."""
+    composition: Composition | None = None
+    consequence: str = ""
+    """What the outcome means for the champion (our own sentence, with `code` spans)."""
+    """Examples per source and the change since the previous night (recorded at the data stage)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (``nightshift report --json``)."""
@@ -165,18 +175,18 @@ class ReportData:
         return d
 
 
-HEADLINES = {
-    RunStatus.PROMOTED: "Promoted: the challenger is the new champion.",
-    RunStatus.REJECTED: "Rejected: the champion stays.",
-    RunStatus.AWAITING_APPROVAL: "Awaiting approval: run `nightshift approve {id}` or `nightshift reject {id}`.",
-    RunStatus.FAILED: "Failed: nothing was promoted.",
-    RunStatus.INTERRUPTED: "Interrupted: nothing was promoted.",
-    RunStatus.SKIPPED: "Skipped: nothing changed since the champion's run; the champion stays.",
+CONSEQUENCES = {
+    RunStatus.PROMOTED: "The challenger is the new champion.",
+    RunStatus.REJECTED: "The champion stays.",
+    RunStatus.AWAITING_APPROVAL: "Nothing changes until an operator runs `nightshift approve {id}` or `nightshift reject {id}`.",
+    RunStatus.FAILED: "Nothing was promoted; the champion stays.",
+    RunStatus.INTERRUPTED: "Nothing was promoted; the champion stays.",
+    RunStatus.SKIPPED: "Nothing was trained or promoted; the champion stays.",
     RunStatus.ROLLED_BACK: (
-        "Rolled back: the challenger was promoted, but the server did not verifiably serve it; "
-        "the previous champion is back."
+        "The challenger was promoted, but the server did not verifiably serve it; the previous champion is back."
     ),
 }
+"""What the outcome means for the champion, under the headline (our own text, with `code` spans)."""
 
 
 def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights: int = TREND_NIGHTS) -> ReportData:
@@ -228,7 +238,7 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
     data = ReportData(
         run_id=run.id,
         status=status.value,
-        headline=_headline(status, run.id, decision, run.failure_reason),
+        headline=headline(status.value, _decision_dict(run.decision), run.failure_reason),
         reason=_reason(status, decision, run.failure_reason),
         trigger=run.trigger,
         started_at=run.started_at.isoformat(timespec="seconds") if run.started_at else None,
@@ -261,6 +271,8 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
         trend=_trend(history),
         serving=serving,
         extras=_extras(registry, run, rows_by_role),
+        composition=load_composition(run.run_dir),
+        consequence=_consequence(status, run.id, decision),
     )
     return data
 
@@ -304,6 +316,19 @@ def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[An
     return out
 
 
+def composition_note(comp: Composition) -> str:
+    """One sentence under the composition table: what changed since which night (our own text)."""
+    if comp.previous_run is None:
+        note = "The first night with recorded data: nothing to compare with."
+    elif comp.added or comp.removed:
+        note = f"Since run {comp.previous_run}: {comp.added} example(s) added, {comp.removed} removed."
+    else:
+        note = f"Unchanged since run {comp.previous_run}."
+    if comp.untagged_only:
+        note += ' No example names its source: add a `"source"` key to each line to count them by source.'
+    return note
+
+
 def gather_history(registry: Registry, limit: int = 10_000) -> tuple[list[NightRow], list[TrendPoint]]:
     """Every run (newest first) for the history index, and the trend of decided nights."""
     runs = registry.runs(limit=limit)
@@ -321,6 +346,7 @@ def night_row(run: Any) -> NightRow:
         status=run.status,
         reason=_reason(RunStatus(run.status), gate, run.failure_reason),
         composite=(comp["champion"], comp["challenger"]) if comp else None,
+        headline=headline(run.status, raw, run.failure_reason),
     )
 
 
@@ -364,19 +390,10 @@ def _snapshot(raw: str | None) -> dict[str, Any]:
     return snap if isinstance(snap, dict) else {}
 
 
-def _headline(status: RunStatus, run_id: int, d: Decision | None, failure: str | None) -> str:
+def _consequence(status: RunStatus, run_id: int, d: Decision | None) -> str:
     if status is RunStatus.REJECTED and d is not None and d.promote:
-        # The gate recommended promotion; an operator (manual policy) said no.
-        return "Rejected by the operator: the gate recommended promotion; the champion stays."
-    if status is RunStatus.PROMOTED and d is not None and not d.promote:
-        return "Promoted by the operator against the gate's recommendation: the challenger is the new champion."
-    if status.is_active:
-        return f"Still running ({status.value})."
-    if status.value == "rolled_back":
-        return "Rolled back: the server did not verifiably serve the challenger; the previous champion is back."
-    if status.value == "skipped":
-        return "Skipped after preflight: nothing was trained or promoted; the champion stays."
-    return HEADLINES.get(status, status.value.replace("_", " ").capitalize() + ".").format(id=run_id)
+        return "The gate recommended promotion; an operator rejected it. The champion stays."
+    return CONSEQUENCES.get(status, "").format(id=run_id)
 
 
 def _reason(status: RunStatus, d: Decision | _GateSummary | None, failure: str | None) -> str:

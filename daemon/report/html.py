@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from daemon.report import plots
-from daemon.report.data import NO_DIFFS, ItemRow, NightRow, ReportData, TrendPoint
+from daemon.report.data import NO_DIFFS, ItemRow, NightRow, ReportData, TrendPoint, composition_note
 from daemon.report.escape import h
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -101,9 +101,9 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
     status_cls = data.status if data.status in ("promoted", "rejected", "failed", "interrupted", "awaiting_approval", "rolled_back") else "running"
     b.append('<p class="muted">nightshift morning report · <a href="index.html">all nights</a></p>')
     b.append(f'<h1>Run {data.run_id} <span class="badge {status_cls}">{h(data.status.replace("_", " "))}</span></h1>')
-    b.append(f'<p class="headline">{_prose(data.headline)}</p>')
-    if data.reason:
-        b.append(f"<p>{h(data.reason, 500)}</p>")
+    b.append(f'<p class="headline">{h(data.headline)}</p>')  # the one sentence --run-now and notifications print
+    if data.consequence:
+        b.append(f"<p>{_prose(data.consequence)}</p>")
     kpis = []
     if data.composite:
         comp = data.composite
@@ -244,7 +244,18 @@ def _data_html(data: ReportData) -> list[str]:
     changed = ds.get("previous_sha256") and ds["previous_sha256"] != ds["sha256"]
     note = "" if not ds.get("previous_sha256") else (" (changed since the last night)" if changed else " (unchanged since the last night)")
     prev = f"run {ds['previous_run']}" if ds.get("previous_run") else "previous night"
-    return [f"<h2>Training data{note}</h2>", _table(["", "tonight", h(prev)], rows)]
+    out = [f"<h2>Training data{note}</h2>", _table(["", "tonight", h(prev)], rows)]
+    comp = data.composition
+    if comp is not None:
+        def change(n: int, sign: str) -> str:
+            return "–" if comp.previous_run is None else (f"{sign}{n}" if n else "0")
+
+        body = [[h(r.source, 120), str(r.train), str(r.valid), change(r.added, "+"), change(r.removed, "-")] for r in comp.rows]
+        body.append(["<b>total</b>", str(sum(r.train for r in comp.rows)), str(sum(r.valid for r in comp.rows)),
+                     change(comp.added, "+"), change(comp.removed, "-")])
+        out += ["<h3>Examples per source</h3>", _table(["source", "train", "valid", "added", "removed"], body, num=[1, 2, 3, 4]),
+                f"<p>{_prose(composition_note(comp))}</p>"]
+    return out
 
 
 def render_index(

@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from daemon.dataset.composition import Composition
 from daemon.gate import Decision
-from daemon.report.data import NO_DIFFS, ItemRow, ReportData
+from daemon.report.data import NO_DIFFS, ItemRow, ReportData, composition_note
 from daemon.report.decision import render_decision_markdown
 from daemon.report.escape import md_block, md_inline
 
@@ -43,9 +44,9 @@ def escaped_decision(d: Decision) -> Decision:
 def render_markdown(data: ReportData) -> str:
     """The Markdown text of a run's report (ends with a newline)."""
     lines = [f"# nightshift morning report: run {data.run_id}", ""]
-    lines += [f"**{data.headline}**", ""]
-    if data.reason:
-        lines += [f"Reason: {md_inline(data.reason, 500)}", ""]
+    lines += [f"**{md_inline(data.headline, None)}**", ""]  # the one sentence --run-now and notifications print
+    if data.consequence:
+        lines += [data.consequence, ""]
     if data.composite is not None:
         comp = data.composite
         lines += [
@@ -116,6 +117,8 @@ def render_markdown(data: ReportData) -> str:
     if data.training is not None:
         lines += ["", "## Training", ""]
         lines += [f"- {k}: {md_inline(v, None)}" for k, v in data.training]
+    if data.composition is not None:
+        lines += ["", "## Training data (examples per source)", "", *_composition_md(data.composition)]
     if data.config_diff:
         lines += ["", f"## Config changes since run {data.dataset.get('previous_run')}", "", "| key | before | now |", "|---|---|---|"]
         lines += [f"| {md_inline(k)} | {md_inline(a, 120)} | {md_inline(b, 120)} |" for k, a, b in data.config_diff]
@@ -151,3 +154,16 @@ def _diff_block(it: ItemRow) -> list[str]:
     for label, text in (("prompt", it.prompt), ("champion", it.champion_reply), ("challenger", it.challenger_reply), ("gold", it.gold)):
         out += [f"{label}:", "", md_block(text, 600), ""]
     return out
+
+
+def _composition_md(comp: Composition) -> list[str]:
+    lines = ["| source | train | valid | added | removed |", "|---|---:|---:|---:|---:|"]
+    for r in comp.rows:
+        lines.append(f"| {md_inline(r.source, 120)} | {r.train} | {r.valid} | {_change(r.added, '+', comp)} | {_change(r.removed, '-', comp)} |")
+    total_train, total_valid = sum(r.train for r in comp.rows), sum(r.valid for r in comp.rows)
+    lines.append(f"| total | {total_train} | {total_valid} | {_change(comp.added, '+', comp)} | {_change(comp.removed, '-', comp)} |")
+    return [*lines, "", composition_note(comp)]
+
+
+def _change(n: int, sign: str, comp: Composition) -> str:
+    return "–" if comp.previous_run is None else (f"{sign}{n}" if n else "0")

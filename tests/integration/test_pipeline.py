@@ -51,9 +51,11 @@ def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_w
     first = nightshift("-c", str(cfg_path), "--run-now")
     assert first.returncode == 0, first.stderr
     state = demo_workspace / "state"
-    # it ended with `run 1: promoted` and nothing else: now outcome, gate reason, composite change, report
+    # it ended with `run 1: promoted` and nothing else: now the report's headline sentence (outcome and
+    # the gate's reason), composite change, report
     assert re.fullmatch(
-        r"run 1: promoted \(all checks passed\); composite 0\.\d{4} -> [01]\.\d{4} \(\+0\.\d{4}\); "
+        r"run 1: promoted: challenger beats champion by \+0\.\d{4} \(95% lower bound \+0\.\d{4}\); all checks passed; "
+        r"composite 0\.\d{4} -> [01]\.\d{4} \(\+0\.\d{4}\); "
         rf"report: {re.escape(str(state.resolve() / 'reports' / 'run-0001.md'))}( \(HTML: .*\.html\))?",
         first.stdout.strip().splitlines()[-1],
     ), first.stdout
@@ -94,7 +96,7 @@ def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_w
     # Nothing changed since run 1 trained the champion: the night is skipped after preflight.
     skipped = nightshift("-c", str(cfg_path), "run-now")
     assert skipped.returncode == 0, skipped.stderr
-    assert "run 2: skipped (nothing changed since run 1 trained the champion" in skipped.stdout
+    assert "run 2: skipped: nothing changed since run 1 trained the champion" in skipped.stdout
     assert not (state / "runs" / "0002" / "metrics.jsonl").exists()
 
     second = nightshift("-c", str(cfg_path), "run-now", "--force")

@@ -115,7 +115,7 @@ def test_hook_that_does_nothing_fails_verification_and_is_rolled_back(demo_works
         )
         night = nightshift("-c", str(cfg), "--run-now")
         assert night.returncode == 1
-        assert "run 1: rolled_back" in night.stdout
+        assert "run 1: rolled back: hand-off of run-0001 failed:" in night.stdout
         error = night.stderr.strip().splitlines()[-1]  # progress lines come before it
         assert error.startswith("Error: run 1 was promoted, then rolled back: hand-off of run-0001 failed:")
         assert "the server still serves the base model" in error and url in error

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from daemon.config import Config, config_from_dict
+from daemon.dataset.composition import record_composition
 from daemon.gate import CategoryScores, GatePolicy, ModelScores, decide_promotion
 from daemon.registry import Registry, RunStatus, Trigger
 
@@ -19,6 +20,24 @@ HOSTILE = {
     "gold": "<img src=x onerror=alert(3)> www.evil.example",
     "reason": "judge said:\n```\n<script>alert('fence')</script>\n```\n[x](javascript:alert(4))",
 }
+
+
+def write_dataset(directory: Path, night: int, *, hostile: bool = False) -> Path:
+    """A tagged chat dataset that grows by one ``tool-use`` example per night (and has two untagged lines).
+
+    Returns:
+        ``directory`` (holding ``train.jsonl`` and ``valid.jsonl``).
+    """
+    def line(source: str | None, i: int) -> str:
+        msgs = [{"role": "user", "content": f"{source} question {i}"}, {"role": "assistant", "content": f"answer {i}"}]
+        return json.dumps({"source": source, "messages": msgs} if source else {"messages": msgs}) + "\n"
+
+    other = HOSTILE["category"] if hostile else "tool-use"
+    directory.mkdir(parents=True, exist_ok=True)
+    train = [line("legacy", i) for i in range(4)] + [line(other, i) for i in range(night + 1)] + [line(None, 0), "\n"]
+    (directory / "train.jsonl").write_text("".join(train))
+    (directory / "valid.jsonl").write_text(line("legacy", 10) + line(None, 11))
+    return directory
 
 
 def make_config(state_dir: Path) -> Config:
@@ -38,7 +57,7 @@ def make_night(
     champion_model_id: int | None = None,
 ) -> int:
     """One run ending in ``outcome``: promoted, rejected, awaiting_approval, operator_rejected,
-    failed_preflight, failed_training or interrupted. Returns the run id."""
+    failed_preflight, failed_training, interrupted or rolled_back. Returns the run id."""
     cat_name = HOSTILE["category"] if hostile else "math"
     if categories is None:
         categories = {
@@ -61,7 +80,11 @@ def make_night(
         reg.transition(rid, RunStatus.FAILED, reason=HOSTILE["reason"] if hostile else "Preflight failed (1 check(s)); training was not started:\n  - disk: 12 GB free, 40 GB needed")
         return rid
     stage(RunStatus.PREFLIGHT)
-    reg.update_run(rid, dataset_sha256="ab" * 32, dataset_examples=120, run_dir=str(cfg.paths.state_dir / "runs" / f"run-{rid:04d}"))
+    run_dir = cfg.paths.state_dir / "runs" / f"run-{rid:04d}"
+    reg.update_run(rid, dataset_sha256="ab" * 32, dataset_examples=120, run_dir=str(run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    earlier = [(r.id, r.run_dir) for r in reg.runs(limit=50) if r.id < rid]
+    record_composition(write_dataset(cfg.paths.state_dir.parent / f"data-{rid}", rid, hostile=hostile), run_dir, earlier)
     stage(RunStatus.TRAINING, "failed" if outcome == "failed_training" else "ok", 60.0)
     reg.add_train_metrics(
         rid,
@@ -109,7 +132,7 @@ def make_night(
     d = decide_promotion(ModelScores("champion", scored["champion"]), ModelScores("challenger", scored["challenger"]),
                          GatePolicy(resamples=1000))
     reg.update_run(rid, decision=json.dumps(d.to_dict()))
-    if outcome == "promoted":
+    if outcome in ("promoted", "rolled_back"):
         assert d.promote, d.reasons
         release = cfg.paths.state_dir / "releases" / f"run-{rid:04d}"
         release.mkdir(parents=True, exist_ok=True)  # a real release: start-up reconcile checks it
@@ -118,6 +141,11 @@ def make_night(
         reg.record_promotion(run_id=rid, from_model_id=None, to_model_id=chall.id,
                              release_path=str(cfg.paths.state_dir / "releases" / f"run-{rid:04d}"),
                              reason=d.summary, decided_by="auto")
+        if outcome == "rolled_back":  # the hand-off failed: the previous champion is put back
+            why = f"hand-off of run-{rid:04d} failed: 2 of 4 probes differ from the evaluated replies"
+            reg.record_promotion(run_id=rid, from_model_id=chall.id, to_model_id=champ_id, release_path="",
+                                 reason=f"rolled back to the base model: {why}", decided_by="rollback", finish_run=False)
+            reg.transition(rid, RunStatus.ROLLED_BACK, reason=why)
     elif outcome == "rejected":
         assert not d.promote
         reg.transition(rid, RunStatus.REJECTED)

@@ -73,7 +73,7 @@ def test_webhook_reaches_a_real_http_server(night: tuple, hook: _Hook) -> None:
     body = got["body"]
     assert body["text"] == body["message"].replace(">", "&gt;")  # Slack reads text (escaped), ntfy message
     assert body["topic"] == "nights" and body["outcome"] == "promoted" and body["run_id"] == rid
-    assert body["message"].startswith("nightshift run 1: promoted · composite 0.5000 -> 0.8500 (+0.3500) · PROMOTE")
+    assert body["message"].startswith("nightshift run 1: promoted: challenger beats champion by +0.3500 (95% lower bound +0.2421); all checks passed · composite 0.5000 -> 0.8500 (+0.3500) · ")
     assert body["message"].endswith(f"report: {report}")
 
 

@@ -22,7 +22,7 @@ from tests.unit.report_nights import HOSTILE, make_config, make_night
 GOLDEN = Path(__file__).parent / "golden"
 OUTCOMES = [
     "promoted", "rejected", "awaiting_approval", "operator_rejected",
-    "failed_preflight", "failed_training", "interrupted",
+    "failed_preflight", "failed_training", "interrupted", "rolled_back",
 ]  # fmt: skip
 
 
@@ -69,6 +69,9 @@ def test_markdown_does_not_contradict_itself(outcome: str, night: tuple) -> None
     if outcome != "promoted":
         assert "restart it" not in text
         assert "swapped tonight" not in text
+    if outcome == "rolled_back":
+        assert text.startswith("# nightshift morning report: run 1\n\n**rolled back: hand-off of run-0001 failed: 2 of 4 probes")
+        assert "the previous champion is back" in text
     if outcome == "failed_preflight":
         assert "## Training" not in text and "learning rate" not in text
         assert "## Why it failed (during preflight)" in text
@@ -77,14 +80,15 @@ def test_markdown_does_not_contradict_itself(outcome: str, night: tuple) -> None
     if outcome == "interrupted":
         assert "## Why it was interrupted (during evaluating)" in text
     if outcome == "operator_rejected":
-        assert "**Rejected by the operator: the gate recommended promotion; the champion stays.**" in text
-        assert "rejected by alice" in text
+        assert "**rejected by alice (gate recommended promotion)**" in text
+        assert "The gate recommended promotion; an operator rejected it. The champion stays." in text
     if outcome == "awaiting_approval":
         assert "waiting for an operator's decision" in text
         assert "not applied until an operator approves or rejects it" in text
-        assert "the gate recommends: PROMOTE" in text
+        assert "**awaiting approval: the gate recommends PROMOTE: challenger beats champion" in text
     if outcome == "rejected":
-        assert "Promotion decision: PROMOTE" not in text and "**Rejected: the champion stays.**" in text
+        assert "Promotion decision: PROMOTE" not in text
+        assert "**rejected: challenger vs champion: failed superiority" in text and "The champion stays." in text
 
 
 # ------------------------------------------------------------------ escaping (issue 9, defect 10)
@@ -250,6 +254,30 @@ def test_a_skipped_night_says_so_without_training_or_restart_advice(night: tuple
     reg.transition(run.id, RunStatus.PREFLIGHT)
     reg.transition(run.id, RunStatus.SKIPPED, reason="nothing changed since run 1 trained the champion")
     text = render_report(cfg, reg, run.id)
-    assert "**Skipped after preflight: nothing was trained or promoted; the champion stays.**" in text
-    assert "Reason: nothing changed since run 1" in text
+    assert "**skipped: nothing changed since run 1 trained the champion**" in text
+    assert "Nothing was trained or promoted; the champion stays." in text
     assert "## Training" not in text and "restart it" not in text and "still running" not in text
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES)
+def test_report_run_now_line_and_notification_say_the_same_sentence(outcome: str, night: tuple) -> None:
+    """Issue 10 gap: the report's headline ("Rejected: the champion stays.") was not the gate's
+    sentence that `--run-now`'s last line and the notification print."""
+    from daemon.notify import Notice
+    from daemon.report.data import night_row
+    from daemon.runsummary import summarize_run
+
+    cfg, reg, _ = night
+    rid = make_night(cfg, reg, outcome)
+    data = gather_report(cfg, reg, rid)
+    run = reg.get_run(rid)
+    row = night_row(run)
+    notice = Notice(run_id=rid, outcome=row.status, reason=row.reason, composite=row.composite, report=None, headline=row.headline)
+    assert data.headline and data.headline == row.headline == summarize_run(run).headline
+    assert summarize_run(run).outcome_line().startswith(f"run {rid}: {data.headline}")
+    assert notice.line.startswith(f"nightshift run {rid}: {data.headline}")
+    assert f"**{md_inline(data.headline, None)}**" in render_report(cfg, reg, rid).splitlines()
+    decision = data.decision
+    if decision is not None and outcome in ("promoted", "rejected"):
+        gate = decision.summary.removeprefix("PROMOTE: ").removeprefix("REJECT: ")
+        assert data.headline == f"{outcome}: {gate}"

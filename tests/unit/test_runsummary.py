@@ -58,11 +58,12 @@ def reg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_run_now_line_has_outcome_reason_composite_and_report(reg: Registry) -> None:
-    """`--run-now` ended with `run 2: rejected` and no reason."""
+    """`--run-now` ended with `run 2: rejected` and no reason; now the report's headline sentence."""
     run_id = finished_run(reg, RunStatus.REJECTED, decision=REJECT)
     line = summarize_run(reg.get_run(run_id)).outcome_line()
     assert line == (
-        f"run {run_id}: rejected (failed superiority); composite 0.5840 -> 0.5801 (-0.0039); "
+        f"run {run_id}: rejected: challenger vs champion: failed superiority (composite delta -0.0039, "
+        "lower bound -0.0200); composite 0.5840 -> 0.5801 (-0.0039); "
         f"report: /s/reports/run-{run_id:04d}.md"
     )
 
