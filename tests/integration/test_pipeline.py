@@ -60,6 +60,9 @@ def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_w
         first.stdout.strip().splitlines()[-1],
     ), first.stdout
     assert os.readlink(state / "current") == "releases/run-0001"
+    # the data stage recorded the night's composition: the demo's examples per source
+    assert "## Training data (examples per source)" in (state / "reports" / "run-0001.md").read_text()
+    assert (state / "runs" / "0001" / "dataset.json").exists()
     release = state / "releases" / "run-0001"
     assert (release / "adapters.safetensors").is_file() and (release / "model" / "config.json").is_file()
     assert not os.access(release / "adapters.safetensors", os.W_OK) or os.geteuid() == 0
