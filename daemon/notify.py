@@ -194,21 +194,25 @@ def notify_run(cfg: Config, registry: Any, run_id: int, report: Path | None) -> 
     return results
 
 
-def _record(state_dir: Path, run_id: int, results: list[dict[str, Any]]) -> None:
+def _record(state_dir: Path, run_id: int | None, results: list[dict[str, Any]]) -> None:
+    """Write ``notify.json`` (0600, temp + rename, no planted link followed); never raises."""
+    from daemon.errors import StateDirError
+    from daemon.statedir import write_private
+
+    body = {"run_id": run_id, "at": clock.now().isoformat(timespec="seconds"), "results": results}
     try:
-        path = state_dir / STATUS_FILE
-        tmp = path.with_name(f".{STATUS_FILE}.tmp")
-        tmp.write_text(json.dumps({"run_id": run_id, "at": clock.now().isoformat(timespec="seconds"), "results": results}),
-                       encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
+        write_private(state_dir / STATUS_FILE, json.dumps(body).encode("utf-8"))
+    except (OSError, StateDirError) as exc:
         log.error("notify_record_failed", error=str(exc))
 
 
 def last_notice_status(state_dir: Path) -> dict[str, Any] | None:
     """The newest recorded notification results ``{run_id, at, results}``, or None."""
+    path = state_dir / STATUS_FILE
+    if path.is_symlink():  # a planted link is never read (nor written: see _record)
+        return None
     try:
-        data = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

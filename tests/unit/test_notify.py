@@ -149,3 +149,29 @@ def test_macos_notification_passes_the_text_as_an_argument(night: tuple, tmp_pat
     argv = json.loads(record.read_text())
     assert argv[-2] == f"nightshift run {rid}" and argv[-1].startswith(f"nightshift run {rid}: interrupted")
     assert all('"' not in a for a in argv[:-2])  # the message never becomes AppleScript source
+
+
+def test_notify_status_is_written_privately_and_never_through_a_planted_link(night: tuple, hook: _Hook, tmp_path: Path) -> None:
+    """Issue 10/9 gap: notify.json was written with write_text + rename (umask mode, a planted
+    `.notify.json.tmp` link followed); now through the state dir's safe writer."""
+    import os
+
+    cfg, reg = night
+    cfg = replace(cfg, notify=NotifyConfig(webhook_url=hook.url))
+    state = cfg.paths.state_dir
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (state / ".notify.json.tmp").symlink_to(victim)  # the old temp name
+    old = os.umask(0o022)
+    try:
+        notify_run(cfg, reg, make_night(cfg, reg, "rejected"), None)
+    finally:
+        os.umask(old)
+    assert victim.read_text() == "keep me"
+    assert (state / "notify.json").stat().st_mode & 0o777 == 0o600
+    assert last_notice_status(state)["results"][0]["ok"] is True  # type: ignore[index]
+    # a link planted at notify.json itself is refused (logged), the target untouched, and never read
+    (state / "notify.json").unlink()
+    (state / "notify.json").symlink_to(victim)
+    notify_run(cfg, reg, make_night(cfg, reg, "rejected"), None)
+    assert victim.read_text() == "keep me" and last_notice_status(state) is None
