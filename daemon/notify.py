@@ -56,7 +56,8 @@ class Notice:
         report: the HTML report's path (or the Markdown one when no HTML was written).
     """
 
-    run_id: int
+    run_id: int | None
+    """None for a champion change outside a night (``nightshift rollback``)."""
     outcome: str
     reason: str
     composite: tuple[float, float] | None
@@ -65,12 +66,17 @@ class Notice:
     """The outcome in one sentence (:func:`daemon.runsummary.headline`), as the report's headline."""
 
     @property
+    def subject(self) -> str:
+        """``nightshift run 7``, or ``nightshift`` for a change outside a night."""
+        return "nightshift" if self.run_id is None else f"nightshift run {self.run_id}"
+
+    @property
     def line(self) -> str:
         """The one line every channel shows: the report's headline, composite change, report path."""
         if self.headline:
-            parts = [f"nightshift run {self.run_id}: {self.headline}"]
+            parts = [f"{self.subject}: {self.headline}"]
         else:
-            parts = [f"nightshift run {self.run_id}: {self.outcome.replace('_', ' ')}"]
+            parts = [f"{self.subject}: {self.outcome.replace('_', ' ')}"]
             if self.reason:
                 parts.append(self.reason if len(self.reason) <= 200 else self.reason[:200] + "…")
         if self.composite is not None:
@@ -87,7 +93,7 @@ class Notice:
         slack = self.line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         body: dict[str, Any] = {
             "text": slack,
-            "title": f"nightshift run {self.run_id}: {self.outcome.replace('_', ' ')}",
+            "title": f"{self.subject}: {self.outcome.replace('_', ' ')}",
             "message": self.line,
             "outcome": self.outcome,
             "run_id": self.run_id,
@@ -113,7 +119,7 @@ def _macos(cfg: NotifyConfig, notice: Notice) -> None:
     argv = ["osascript"]
     for line in OSASCRIPT:
         argv += ["-e", line]
-    argv += [f"nightshift run {notice.run_id}", notice.line]
+    argv += [notice.subject, notice.line]
     _run(argv, cfg.timeout_s, None, None)
 
 
@@ -122,7 +128,7 @@ def _command(cfg: NotifyConfig, notice: Notice) -> None:
     env = dict(os.environ)
     env.update(
         NIGHTSHIFT_OUTCOME=notice.outcome,
-        NIGHTSHIFT_RUN_ID=str(notice.run_id),
+        NIGHTSHIFT_RUN_ID="" if notice.run_id is None else str(notice.run_id),
         NIGHTSHIFT_MESSAGE=notice.line,
         NIGHTSHIFT_REPORT=notice.report or "",
     )
@@ -194,6 +200,69 @@ def notify_run(cfg: Config, registry: Any, run_id: int, report: Path | None) -> 
     return results
 
 
+def notify_rollback(
+    cfg: Config, registry: Any, *, kept: bool, headline: str, from_model_id: int, to_model_id: int
+) -> list[dict[str, Any]]:
+    """Tell the operator about ``nightshift rollback`` (a champion change outside a night).
+
+    The newest run's report is rewritten first (it then names the later champion
+    change) and linked. Never raises.
+
+    Args:
+        kept: the rollback's hand-off was verified (outcome ``rolled_back``); else it was
+            undone (outcome ``rollback_failed``).
+        headline: the one sentence (who, to what, why; or why it was undone).
+        from_model_id, to_model_id: the champion before and the rollback's target; the
+            composite change is between the composites recorded when each was evaluated.
+
+    Returns:
+        The per-channel results (empty when no channel is configured).
+    """
+    ncfg = cfg.notify
+    if not (ncfg.webhook_url or ncfg.macos or ncfg.command):
+        return []
+    try:
+        from daemon.report import html_report_path, write_report
+
+        report: Path | None = None
+        last = registry.last_run()
+        if last is not None:
+            html = html_report_path(cfg.paths.state_dir, last.id)
+            try:  # refresh the formats that exist: the Markdown report, and the HTML one when written
+                report = write_report(cfg, registry, last.id, html=html.exists())
+                report = html if html.exists() else report
+            except Exception as exc:  # noqa: BLE001 - the notice still goes out, without a link
+                log.error("report_failed", run_id=last.id, error=f"{type(exc).__name__}: {exc}")
+        before, after = model_composite(registry, from_model_id), model_composite(registry, to_model_id)
+        notice = Notice(
+            run_id=None, outcome="rolled_back" if kept else "rollback_failed", reason=headline,
+            composite=(before, after) if before is not None and after is not None else None,
+            report=str(report) if report is not None else None, headline=headline,
+        )
+        results = send_notices(ncfg, notice)
+    except Exception as exc:  # noqa: BLE001 - reported, never raised
+        results = [{"channel": "all", "ok": False, "error": f"{type(exc).__name__}: {exc}"}]
+        log.error("notify_failed", error=results[0]["error"])
+    _record(cfg.paths.state_dir, None, results)
+    return results
+
+
+def model_composite(registry: Any, model_id: int, *, lookback: int = 200) -> float | None:
+    """The composite recorded for ``model_id`` by the newest decided run that scored it
+    (as challenger or champion), or None."""
+    for run in registry.runs(limit=lookback):
+        if not run.decision or model_id not in (run.challenger_model_id, run.champion_model_id):
+            continue
+        try:
+            comp = json.loads(run.decision).get("composite") or {}
+        except (ValueError, AttributeError):
+            continue
+        value = comp.get("challenger" if run.challenger_model_id == model_id else "champion")
+        if isinstance(value, int | float):
+            return float(value)
+    return None
+
+
 def _record(state_dir: Path, run_id: int | None, results: list[dict[str, Any]]) -> None:
     """Write ``notify.json`` (0600, temp + rename, no planted link followed); never raises."""
     from daemon.errors import StateDirError
@@ -207,7 +276,8 @@ def _record(state_dir: Path, run_id: int | None, results: list[dict[str, Any]]) 
 
 
 def last_notice_status(state_dir: Path) -> dict[str, Any] | None:
-    """The newest recorded notification results ``{run_id, at, results}``, or None."""
+    """The newest recorded notification results ``{run_id, at, results}``, or None
+    (``run_id`` is None after ``nightshift rollback``)."""
     path = state_dir / STATUS_FILE
     if path.is_symlink():  # a planted link is never read (nor written: see _record)
         return None

@@ -155,6 +155,21 @@ def headline(status: str, decision: dict[str, Any] | None, failure_reason: str |
     return f"{word}: no reason was recorded" if status in ("failed", "interrupted", "rolled_back") else word
 
 
+def is_rollback(promo: Any, model: Any) -> bool:
+    """A promotion-log row that put back an earlier champion (``nightshift rollback``, or the
+    automatic rollback after a failed hand-off) rather than promote its run's challenger."""
+    return promo.run_id is None or model.run_id != promo.run_id
+
+
+def champion_change_text(promo: Any, model: Any) -> str:
+    """One promotion-log row in words (local time):
+    ``rolled back to run 1 at 2026-11-20 09:12 by alice (nightshift rollback by alice from run-0002: bad replies)``.
+    """
+    label = f"run {model.run_id}" if model.run_id is not None else "the base model"
+    verb = "rolled back to" if is_rollback(promo, model) else "promoted"
+    return f"{verb} {label} at {local_text(promo.decided_at)} by {promo.decided_by} ({promo.reason})"
+
+
 def summarize_run(run: Any) -> RunSummary:
     """A :class:`RunSummary` from a registry ``Run`` row (its stored decision included)."""
     decision: dict[str, Any] = {}

@@ -13,6 +13,7 @@ from daemon.lock import read_lock_holder
 from daemon.notify import last_notice_status
 from daemon.promote import current_target
 from daemon.registry import Registry, RunStatus
+from daemon.runsummary import champion_change_text, is_rollback
 from daemon.worker.env import blas_description
 
 
@@ -27,8 +28,11 @@ def collect_status(cfg: Config) -> dict[str, Any]:
     awaiting approval), ``recoveries`` (the newest repairs of the start-up
     reconcile step: ``{at, action, detail, run_id}``), ``current`` (resolved release path or
     null), ``blas``, plus the scheduler's ``daemon``, ``next_run``,
-    ``next_rehearsal`` and ``rehearsal``, and ``notify`` (null or the last
-    notification's ``{run_id, at, results: [{channel, ok, error}]}``).
+    ``next_rehearsal`` and ``rehearsal``, ``notify`` (null or the last
+    notification's ``{run_id, at, results: [{channel, ok, error}]}``), and
+    ``last_event`` (null or ``{at, kind, text}``: a champion change after the last
+    run ended, e.g. ``nightshift rollback``); the champion's ``rolled_back`` is true
+    when its promotion-log row put back an earlier champion.
     """
     from daemon.recovery import recover_if_idle
     from daemon.scheduler import schedule_status
@@ -58,6 +62,7 @@ def collect_status(cfg: Config) -> dict[str, Any]:
                 "release": champ[0].release_path,
                 "promoted_at": champ[0].decided_at.isoformat(timespec="seconds"),
                 "decided_by": champ[0].decided_by,
+                "rolled_back": is_rollback(*champ),
             },
             "last_run": None
             if last is None
@@ -81,11 +86,27 @@ def collect_status(cfg: Config) -> dict[str, Any]:
             "blas": blas_description(),
             "notify": last_notice_status(state_dir),
         }
+        out["last_event"] = _last_event(champ, last)
         out["serving"] = serving_status(cfg, registry, target)
         out.update(schedule_status(cfg, clock.now(), registry))
         return out
     finally:
         registry.close()
+
+
+def _last_event(champ: Any, last: Any) -> dict[str, Any] | None:
+    """The champion's change when it came after the last run ended (``nightshift rollback``):
+    ``{at, kind, text}``, else None (the last run is the last event)."""
+    if champ is None:
+        return None
+    promo, model = champ
+    if last is not None and (promo.run_id == last.id or last.finished_at is None or promo.decided_at <= last.finished_at):
+        return None
+    return {
+        "at": promo.decided_at.isoformat(timespec="seconds"),
+        "kind": "rollback" if is_rollback(promo, model) else "promotion",
+        "text": champion_change_text(promo, model),
+    }
 
 
 def _catch_up_training(running: dict[str, Any], metrics: list[Any]) -> None:
@@ -157,11 +178,12 @@ def render_status(status: dict[str, Any]) -> str:
     """Human-readable lines for the terminal (local times, no microseconds)."""
     lines = []
     champ = status["champion"]
+    verb = "rolled back to" if champ and champ.get("rolled_back") else "promoted"
     lines.append(
         "champion:   base model (nothing promoted yet)"
         if champ is None
         else f"champion:   {'run ' + str(champ['run_id']) if champ.get('release', True) else 'base model'} "
-        f"(promoted {_local(champ['promoted_at'])} by {champ['decided_by']})"
+        f"({verb} {_local(champ['promoted_at'])} by {champ['decided_by']})"
     )
     lines.append(f"current:    {status['current'] or '-'}")
     lines += _serving_lines(status.get("serving"))
@@ -174,6 +196,9 @@ def render_status(status: dict[str, Any]) -> str:
             lines.append(f"            reason: {last['failure_reason'].splitlines()[0]}")
         if last.get("report"):
             lines.append(f"            report: {last['report']}")
+    event = status.get("last_event")
+    if event:  # a champion change after the last run (nightshift rollback) is the newest news
+        lines.append(f"last event: {event['text']}")
     run = status.get("running")
     if run:
         lines.append("running:    " + running_text(run))

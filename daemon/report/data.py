@@ -22,7 +22,7 @@ from daemon.evaluate import truncation
 from daemon.gate import Decision
 from daemon.promote import current_target
 from daemon.registry import Registry, RunStatus
-from daemon.runsummary import headline
+from daemon.runsummary import champion_change_text, headline
 
 ROLES = ("base", "champion", "challenger")
 TREND_NIGHTS = 365
@@ -302,6 +302,10 @@ def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[An
             shares.append(f"{role} {cut / replies:.1%} ({cut}/{replies}{': ' + worst if worst else ''})")
     if shares:
         out["replies cut at max_tokens"] = "; ".join(shares)
+    if run.finished_at is not None:  # a later champion change (nightshift rollback, a later night)
+        later = [p for p in registry.promotions() if p.run_id != run.id and p.decided_at > run.finished_at]
+        if later:
+            out["champion since"] = champion_change_text(later[-1], registry.get_model(later[-1].to_model_id))
     handoffs = getattr(registry, "handoffs", None)
     if handoffs is not None:
         for row in handoffs(run.id):  # the promotion's hand-off, then the rollback's when it failed

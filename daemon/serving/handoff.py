@@ -26,6 +26,7 @@ import structlog
 from daemon import clock, shutdown
 from daemon.config import Config
 from daemon.errors import HandoffFailed, Interrupted, NightshiftError, SuiteError
+from daemon.notify import notify_rollback
 from daemon.registry import Registry
 from daemon.serving.hook import run_reload_hook
 from daemon.serving.probes import ProbeOutcome, run_probes, select_probes
@@ -488,4 +489,9 @@ def rollback_champion(
         outcome = hand_off_or_roll_back(
             cfg, registry, session, new=target, previous=current, since=since, run_id=None, kind="rollback"
         )
+    notify_rollback(  # never raises
+        cfg, registry, kept=outcome.kept, from_model_id=current.model_id, to_model_id=target.model_id,
+        headline=f"rolled back to {target.label} by {who}: {why or 'no reason given'}" if outcome.kept
+        else f"rollback to {target.label} by {who} undone: {outcome.reason}",
+    )
     return target, outcome

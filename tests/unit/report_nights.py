@@ -55,6 +55,7 @@ def make_night(
     metrics_every: int = 10,
     iters: int = 100,
     champion_model_id: int | None = None,
+    adapter_dir: Path | None = None,
 ) -> int:
     """One run ending in ``outcome``: promoted, rejected, awaiting_approval, operator_rejected,
     failed_preflight, failed_training, interrupted or rolled_back. Returns the run id."""
@@ -100,7 +101,7 @@ def make_night(
     reg.transition(rid, RunStatus.EVALUATING)
     sid = reg.start_stage(rid, "evaluating")
     base = reg.base_model("/models/base", "b" * 64, mlx_version="0.32", mlx_lm_version="0.32.2")
-    chall = reg.add_adapter_model(base=base, adapter_path=f"/runs/{rid}/adapters", adapter_sha256=f"{rid:064d}", run_id=rid,
+    chall = reg.add_adapter_model(base=base, adapter_path=str(adapter_dir or f"/runs/{rid}/adapters"), adapter_sha256=f"{rid:064d}", run_id=rid,
                                   mlx_version="0.32", mlx_lm_version="0.32.2")
     champ_id = champion_model_id or base.id
     reg.update_run(rid, champion_model_id=champ_id, challenger_model_id=chall.id)

@@ -175,3 +175,61 @@ def test_notify_status_is_written_privately_and_never_through_a_planted_link(nig
     (state / "notify.json").symlink_to(victim)
     notify_run(cfg, reg, make_night(cfg, reg, "rejected"), None)
     assert victim.read_text() == "keep me" and last_notice_status(state) is None
+
+
+def test_nightshift_rollback_is_notified(tmp_path: Path, hook: _Hook) -> None:
+    """Issue 10 gap: `nightshift rollback` changed the champion without telling anyone."""
+    from click.testing import CliRunner
+
+    from daemon.cli import cli
+    from daemon.registry import Registry
+
+    (tmp_path / "nightshift.yaml").write_text(f"paths:\n  state_dir: state\nnotify:\n  webhook_url: {hook.url}\n")
+    cfg = make_config(tmp_path / "state")
+    reg = Registry.open(cfg.paths.state_dir)
+    first = make_night(cfg, reg, "promoted")
+    second = make_night(cfg, reg, "promoted")
+    reg.close()
+    result = CliRunner().invoke(cli, ["rollback", "-c", str(tmp_path / "nightshift.yaml"), "--by", "alice", "--reason", "replies got worse"])
+    assert result.exit_code == 0, result.output
+    (got,) = hook.received
+    body = got["body"]
+    assert body["outcome"] == "rolled_back" and body["run_id"] is None
+    assert body["message"].startswith(
+        "nightshift: rolled back to run-0001 by alice: replies got worse · composite 0.8500 -> 0.8500 (+0.0000) · report: "
+    )
+    assert body["report"].endswith(f"run-{second:04d}.md")  # the newest report, rewritten: it names the rollback
+    text = Path(body["report"]).read_text()
+    assert f"champion since: rolled back to run {first} at " in text and "by alice" in text
+    assert last_notice_status(tmp_path / "state") == {"run_id": None, "at": last_notice_status(tmp_path / "state")["at"],  # type: ignore[index]
+                                                     "results": [{"channel": "webhook", "ok": True, "error": None}]}
+
+
+@pytest.mark.slow  # promotes, hands off and renders the HTML report (matplotlib)
+def test_an_automatic_rollback_after_an_approval_is_notified(tmp_path: Path, hook: _Hook) -> None:
+    """Issue 10 gap: a promotion whose hand-off failed and was rolled back is notified as
+    `rolled back` with the reason (the same path as a night's promotion: promote_and_hand_off)."""
+    from daemon.config import config_from_dict
+    from daemon.pipeline import finish_manual_decision
+    from daemon.registry import Registry
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapters.safetensors").write_bytes(b"\0" * 16)
+    (adapter / "adapter_config.json").write_text("{}")
+    cfg = config_from_dict(
+        {"paths": {"state_dir": "state"}, "promotion": {"policy": "manual"},
+         "serving": {"mode": "command", "url": "http://127.0.0.1:9", "reload_command": "exit 7"},
+         "notify": {"webhook_url": hook.url}},
+        base_dir=tmp_path,
+    )  # fmt: skip
+    reg = Registry.open(cfg.paths.state_dir)
+    rid = make_night(cfg, reg, "awaiting_approval", adapter_dir=adapter)
+    reg.close()
+    assert finish_manual_decision(cfg, rid, approve=True, decided_by="alice") == "rolled_back"
+    (got,) = hook.received
+    body = got["body"]
+    assert body["outcome"] == "rolled_back" and body["run_id"] == rid
+    assert body["message"].startswith(f"nightshift run {rid}: rolled back: hand-off of run-{rid:04d} failed: ")
+    assert "exited with status 7" in body["message"] and "composite 0.5000 -> 0.8500 (+0.3500)" in body["message"]
+    assert body["report"].endswith(f"run-{rid:04d}.html")

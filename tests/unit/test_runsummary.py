@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -127,3 +128,27 @@ def test_status_times_are_local_without_microseconds(monkeypatch: pytest.MonkeyP
         time.tzset()
     assert "promoted 2026-11-20 02:00 CET by auto" in text
     assert "started 2026-11-20 02:00 CET" in text and ".123456" not in text
+
+
+def test_status_after_a_rollback_names_it(tmp_path: Path) -> None:
+    """Issue 10 gap: after `nightshift rollback`, status still said "champion: run 2 (promoted ...)"
+    and "last run: 2 promoted" was the newest news."""
+    from tests.unit.report_nights import make_config, make_night
+
+    config = tmp_path / "c.yaml"
+    config.write_text("paths:\n  state_dir: state\n")
+    cfg = make_config(tmp_path / "state")
+    registry = Registry.open(cfg.paths.state_dir)
+    first = make_night(cfg, registry, "promoted")
+    make_night(cfg, registry, "promoted")
+    registry.close()
+    done = CliRunner().invoke(cli, ["rollback", "-c", str(config), "--by", "alice", "--reason", "worse replies"])
+    assert done.exit_code == 0, done.output
+    result = CliRunner().invoke(cli, ["status", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert re.match(rf"champion:   run {first} \(rolled back to .+ by alice\)$", lines[0]), lines[0]
+    (event,) = [line for line in lines if line.startswith("last event: ")]
+    assert re.match(rf"last event: rolled back to run {first} at .+ by alice \(nightshift rollback by alice from run-0002: worse replies\)$", event)
+    data = json.loads(CliRunner().invoke(cli, ["status", "-c", str(config), "--json"]).stdout)
+    assert data["champion"]["rolled_back"] is True and data["last_event"]["kind"] == "rollback"
