@@ -12,7 +12,7 @@ from daemon.config import Config
 from daemon.lock import read_lock_holder
 from daemon.notify import last_notice_status
 from daemon.promote import current_target
-from daemon.registry import Registry, RunStatus
+from daemon.registry import Registry
 from daemon.runsummary import champion_change_text, is_rollback
 from daemon.worker.env import blas_description
 
@@ -25,7 +25,7 @@ def collect_status(cfg: Config) -> dict[str, Any]:
     finished_at, failure_reason, report}``), ``running`` (null or the live
     progress of the run holding the lock: ``{run_id, pid, stage, iteration,
     total, train_loss, eta_s, ...}``), ``pending_approval`` (ids of runs
-    awaiting approval), ``recoveries`` (the newest repairs of the start-up
+    awaiting approval) and ``pending_since`` (id -> when it started waiting, or null), ``recoveries`` (the newest repairs of the start-up
     reconcile step: ``{at, action, detail, run_id}``), ``current`` (resolved release path or
     null), ``blas``, plus the scheduler's ``daemon``, ``next_run``,
     ``next_rehearsal`` and ``rehearsal``, ``notify`` (null or the last
@@ -53,6 +53,7 @@ def collect_status(cfg: Config) -> dict[str, Any]:
                 if running.get("stage") == "training":
                     _catch_up_training(running, registry.train_metrics(run.id))
         target = current_target(state_dir)
+        pending = registry.pending_approvals()
         out: dict[str, Any] = {
             "champion": None
             if champ is None
@@ -76,7 +77,8 @@ def collect_status(cfg: Config) -> dict[str, Any]:
                 "report": last.report_path,
             },
             "running": running,
-            "pending_approval": [r.id for r in registry.runs(limit=200) if r.status == RunStatus.AWAITING_APPROVAL.value],
+            "pending_approval": [r.id for r, _ in pending],
+            "pending_since": {str(r.id): since.isoformat(timespec="seconds") if since else None for r, since in pending},
             "recoveries": [
                 {"at": r.at.isoformat(timespec="seconds"), "action": r.action, "detail": r.detail, "run_id": r.run_id}
                 for r in registry.recoveries(limit=5)
@@ -203,7 +205,9 @@ def render_status(status: dict[str, Any]) -> str:
     if run:
         lines.append("running:    " + running_text(run))
     for run_id in status.get("pending_approval") or []:
-        lines.append(f"approval:   run {run_id} awaits approval (nightshift approve {run_id} / nightshift reject {run_id})")
+        since = (status.get("pending_since") or {}).get(str(run_id))
+        when = f" since {_local(since)}" if since else ""
+        lines.append(f"approval:   run {run_id} awaits approval{when} (nightshift approve {run_id} / nightshift reject {run_id})")
     for rec in status.get("recoveries") or []:
         lines.append(f"recovered:  {rec['at']} {rec['action']}: {rec['detail']}")
     daemon = status.get("daemon") or {}

@@ -219,6 +219,18 @@ class Registry:
         rows = self.runs(limit=1)
         return rows[0] if rows else None
 
+    def pending_approvals(self) -> list[tuple[Run, Any]]:
+        """Runs awaiting an operator's approval, oldest first, each with when it started
+        waiting (the end of its last stage, an aware datetime, or None when it recorded none)."""
+        with self._read() as s:
+            waiting = list(
+                s.scalars(select(Run).where(Run.status == RunStatus.AWAITING_APPROVAL.value).order_by(Run.id))
+            )
+            return [
+                (run, s.scalar(select(func.max(RunStage.finished_at)).where(RunStage.run_id == run.id)))
+                for run in waiting
+            ]
+
     def active_run(self) -> Run | None:
         """The newest run in an active state, or None."""
         with self._read() as s:

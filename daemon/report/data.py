@@ -36,6 +36,8 @@ MIN_DIFF = 0.1
 changes of graded scores, e.g. a loss category, are noise to a reader)."""
 NO_DIFFS = f"Champion and challenger agree on every item (no score changed by {MIN_DIFF:g} or more)."
 WORST_ITEMS = 8
+MAX_RECOVERIES = 20
+"""Repairs listed in a report (the newest; ``nightshift status`` and the log have them all)."""
 TEXT_LIMIT = 600
 """Characters of a prompt, reply or gold kept in a report (the rest is cut with an ellipsis)."""
 
@@ -164,6 +166,10 @@ class ReportData:
     extras: dict[str, Any] = field(default_factory=dict)
     """Optional records other stages add when present (hand-off, truncation share, ...)."""
     composition: Composition | None = None
+    pending: list[tuple[int, str | None]] = field(default_factory=list)
+    """Earlier runs still awaiting approval: (run id, waiting since, ISO 8601 UTC or None)."""
+    recoveries: list[tuple[str, str, str]] = field(default_factory=list)
+    """What reconcile repaired since the previous run began, oldest first: (at, action, detail)."""
     consequence: str = ""
     """What the outcome means for the champion (our own sentence, with `code` spans)."""
     """Examples per source and the change since the previous night (recorded at the data stage)."""
@@ -273,8 +279,23 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
         extras=_extras(registry, run, rows_by_role),
         composition=load_composition(run.run_dir),
         consequence=_consequence(status, run.id, decision),
+        pending=[(r.id, _iso(since)) for r, since in registry.pending_approvals() if r.id < run_id],
+        recoveries=_recoveries(registry, run, history),
     )
     return data
+
+
+def _iso(when: Any) -> str | None:
+    return when.isoformat(timespec="seconds") if when is not None else None
+
+
+def _recoveries(registry: Registry, run: Any, history: Sequence[Any]) -> list[tuple[str, str, str]]:
+    """Repairs recorded after the previous run was created and before this run ended
+    (the start-up reconcile of this night, and of every command in between)."""
+    previous = next((r for r in history if r.id < run.id), None)
+    rows = registry.recoveries(since=previous.created_at if previous is not None else None, limit=MAX_RECOVERIES)
+    until = run.finished_at
+    return [(_iso(r.at) or "", r.action, r.detail) for r in reversed(rows) if until is None or r.at <= until]
 
 
 def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[Any]]) -> dict[str, Any]:

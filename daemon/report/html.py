@@ -104,6 +104,9 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
     b.append(f'<p class="headline">{h(data.headline)}</p>')  # the one sentence --run-now and notifications print
     if data.consequence:
         b.append(f"<p>{_prose(data.consequence)}</p>")
+    for run_id, since in data.pending:  # a decision still waits while later nights train
+        b.append(f"<p><b>Pending:</b> run {run_id} awaits approval since {h(since or '?')}: run "
+                 f"<code>nightshift approve {run_id}</code> or <code>nightshift reject {run_id}</code>.</p>")
     kpis = []
     if data.composite:
         comp = data.composite
@@ -118,6 +121,10 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
         "waiting for an operator" if data.status == "awaiting_approval" else "still running")
     kpis.append(f"<div>started<b>{h((data.started_at or '?').replace('T', ' '))}</b>{h(data.trigger)} · {h(when)}</div>")
     b.append(f'<div class="kpi">{"".join(kpis)}</div>')
+
+    if data.recoveries:
+        b.append("<h2>Recovered since the previous night</h2>")
+        b.append(_table(["at", "action", "detail"], [[h(at), h(a), h(d, 500)] for at, a, d in data.recoveries]))
 
     if data.failure_reason:
         where = f" (during {h(data.stopped_in)})" if data.stopped_in else ""

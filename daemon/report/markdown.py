@@ -47,6 +47,9 @@ def render_markdown(data: ReportData) -> str:
     lines += [f"**{md_inline(data.headline, None)}**", ""]  # the one sentence --run-now and notifications print
     if data.consequence:
         lines += [data.consequence, ""]
+    for run_id, since in data.pending:  # a decision still waits while later nights train
+        lines += [f"Pending: run {run_id} awaits approval since {since or '?'}: run `nightshift approve {run_id}` "
+                  f"or `nightshift reject {run_id}`.", ""]
     if data.composite is not None:
         comp = data.composite
         lines += [
@@ -79,6 +82,10 @@ def render_markdown(data: ReportData) -> str:
         lines.append(f"- run directory: {md_inline(data.run_dir, None)}")
     for key, value in sorted(data.extras.items()):
         lines.append(f"- {md_inline(key)}: {md_inline(value)}")
+
+    if data.recoveries:
+        lines += ["", "## Recovered since the previous night", "", "| at | action | detail |", "|---|---|---|"]
+        lines += [f"| {at} | {md_inline(action)} | {md_inline(detail, 500)} |" for at, action, detail in data.recoveries]
 
     if data.failure_reason:
         where = f" (during {data.stopped_in})" if data.stopped_in else ""

@@ -281,3 +281,50 @@ def test_report_run_now_line_and_notification_say_the_same_sentence(outcome: str
     if decision is not None and outcome in ("promoted", "rejected"):
         gate = decision.summary.removeprefix("PROMOTE: ").removeprefix("REJECT: ")
         assert data.headline == f"{outcome}: {gate}"
+
+
+@pytest.fixture()
+def no_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTML report without its matplotlib figures (fast; the figures have their own tests)."""
+    from daemon.report import plots
+
+    for name in ("trend_plot", "loss_plot", "category_plot"):
+        monkeypatch.setattr(plots, name, lambda *a, **k: None)
+
+
+def test_a_pending_approval_and_the_nights_recoveries_are_in_the_report(night: tuple, no_figures: None) -> None:
+    """Issue 9 gap: a later night's report did not say that an earlier run still awaits approval,
+    nor what reconcile repaired since the previous night."""
+    from daemon.report.html import render_html
+
+    cfg, reg, _ = night
+    waiting = make_night(cfg, reg, "awaiting_approval")
+    reg.add_recovery("finish_promotion", f"`current` pointed at run-0009 {HOSTILE['reason']}", run_id=waiting)
+    rid = make_night(cfg, reg, "rejected")
+    text = render_report(cfg, reg, rid)
+    pending = f"Pending: run {waiting} awaits approval since 2026-11-20T01:00:00+00:00: run `nightshift approve {waiting}`"
+    assert pending in text
+    assert "## Recovered since the previous night" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 2026-11-20T01:00:00+00:00 | finish_promotion |"))
+    assert "\\<script>" in row and "\\[x\\]" in row  # inert: escaped, one line, one cell
+    rendered = _render_commonmark(text)
+    assert not {t for t, _ in _tags(rendered)} & {"a", "img", "script"}
+    page = render_html(gather_report(cfg, reg, rid))
+    assert f"<b>Pending:</b> run {waiting} awaits approval since 2026-11-20T01:00:00+00:00" in page
+    assert "<h2>Recovered since the previous night</h2>" in page and "&lt;script&gt;" in page
+    assert not re.search(r"<script", page, re.I)
+    # the waiting run's own report says it waits, not that it is pending elsewhere; the first night has no recoveries
+    assert "Pending:" not in render_report(cfg, reg, waiting)
+
+
+def test_status_says_since_when_a_run_awaits_approval(night: tuple) -> None:
+    from daemon.status import collect_status, render_status
+
+    cfg, reg, _ = night
+    waiting = make_night(cfg, reg, "awaiting_approval")
+    reg.add_recovery("mark_dead_run", "run 7 was marked interrupted (pid 4242 is gone)")
+    status = collect_status(cfg)
+    assert status["pending_approval"] == [waiting] and status["pending_since"] == {str(waiting): "2026-11-20T01:00:00+00:00"}
+    text = render_status(status)
+    assert f"approval:   run {waiting} awaits approval since 2026-11-20 " in text
+    assert "recovered:  2026-11-20T01:00:00+00:00 mark_dead_run: run 7 was marked interrupted (pid 4242 is gone)" in text
