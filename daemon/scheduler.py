@@ -593,7 +593,9 @@ def restore_signal_handlers(previous: dict[int, Any]) -> None:
 # runs, not while the daemon idles; none of them is mlx (tests check that).
 def _run_pipeline(cfg: Config, *, trigger: Any, night_key: str | None = None) -> Any:
     from daemon.pipeline import run_pipeline
+    from daemon.report import render_html_in_child
 
+    render_html_in_child()  # the HTML report's figures (matplotlib) are drawn in a child, never here
     return run_pipeline(cfg, trigger=trigger, night_key=night_key)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from daemon.config import Config
 from daemon.registry import Registry
+from daemon.report.child import RenderedPages, RenderRequest
 from daemon.report.data import ReportData, gather_history, gather_report
 from daemon.report.markdown import render_markdown
 
@@ -29,6 +30,7 @@ __all__ = [
     "html_report_path",
     "index_path",
     "ensure_report",
+    "render_html_in_child",
     "render_report",
     "report_json",
     "report_path",
@@ -78,32 +80,47 @@ def write_report(cfg: Config, registry: Registry, run_id: int, *, html: bool = T
     path = report_path(state_dir, run_id)
     _write_atomic(path, render_markdown(data))
     if html:
-        from daemon.report import plots
-        from daemon.report.html import render_html
-
-        trend_uri = plots.trend_plot(data.trend) if data.trend else None
-        _write_atomic(html_report_path(state_dir, run_id), render_html(data, trend_uri=trend_uri))
-        newest = registry.last_run()
+        rows, trend = gather_history(registry)
+        have = {r.run_id for r in rows if r.run_id == run_id or html_report_path(state_dir, r.run_id).exists()}
         # The newest run's trend is the index's trend: draw it once for both pages.
-        write_index(cfg, registry, trend_uri=trend_uri if newest is not None and newest.id == run_id else None)
+        pages = _render(RenderRequest(data=data, rows=rows, trend=trend, have_html=have, index=True,
+                                      share_trend=bool(rows) and rows[0].run_id == run_id))
+        assert pages.run is not None and pages.index is not None
+        _write_atomic(html_report_path(state_dir, run_id), pages.run)
+        _write_atomic(index_path(state_dir), pages.index)
     registry.update_run(run_id, report_path=str(path))
     return path
 
 
-def write_index(cfg: Config, registry: Registry, *, trend_uri: str | None = None) -> Path:
-    """Write ``reports/index.html``: every night with its status, composite and report links.
-
-    Args:
-        trend_uri: the trend figure when already drawn (else it is drawn here).
-    """
-    from daemon.report.html import render_index
-
+def write_index(cfg: Config, registry: Registry) -> Path:
+    """Write ``reports/index.html``: every night with its status, composite and report links."""
     rows, trend = gather_history(registry)
     state_dir = cfg.paths.state_dir
     have = {r.run_id for r in rows if html_report_path(state_dir, r.run_id).exists()}
+    pages = _render(RenderRequest(data=None, rows=rows, trend=trend, have_html=have, index=True))
+    assert pages.index is not None
     path = index_path(state_dir)
-    _write_atomic(path, render_index(rows, trend, have_html=have, trend_uri=trend_uri))
+    _write_atomic(path, pages.index)
     return path
+
+
+_HTML_IN_CHILD = False
+
+
+def render_html_in_child(enabled: bool = True) -> None:
+    """From now on render HTML pages in a child process (:mod:`daemon.report.child`).
+
+    The long-lived scheduler calls this at start so that matplotlib never enters
+    it; short commands render in-process (a child would cost its start-up and imports).
+    """
+    global _HTML_IN_CHILD
+    _HTML_IN_CHILD = enabled
+
+
+def _render(req: RenderRequest) -> RenderedPages:
+    from daemon.report.child import render_in_child, render_pages
+
+    return render_in_child(req) if _HTML_IN_CHILD else render_pages(req)
 
 
 def report_json(cfg: Config, registry: Registry, run_id: int) -> str:

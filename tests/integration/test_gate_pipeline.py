@@ -54,7 +54,7 @@ def test_mislabelled_training_data_regresses_and_is_rejected(demo_workspace: Pat
     assert sentiment["verdict"] == "regressed"  # 60 items guard a 0.2 drop
     assert not (cfg.paths.state_dir / "current").exists()
     report = outcome.report_path.read_text() if outcome.report_path else ""
-    assert "Rejected" in report and "sentiment" in report
+    assert "**rejected: " in report and "sentiment" in report
 
 
 def test_manual_policy_waits_for_approval(demo_workspace: Path, write_config: Callable[..., Path]) -> None:

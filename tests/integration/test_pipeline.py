@@ -67,7 +67,7 @@ def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_w
     assert (release / "adapters.safetensors").is_file() and (release / "model" / "config.json").is_file()
     assert not os.access(release / "adapters.safetensors", os.W_OK) or os.geteuid() == 0
     report = (state / "reports" / "run-0001.md").read_text()
-    assert "Promoted" in report and "sentiment" in report and "final train loss" in report
+    assert "**promoted: " in report and "sentiment" in report and "final train loss" in report
     con = sqlite3.connect(state / "registry.sqlite")
     try:
         decision = json.loads(con.execute("select decision from runs where id = 1").fetchone()[0])

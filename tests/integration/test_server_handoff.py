@@ -122,7 +122,7 @@ def test_hook_that_does_nothing_fails_verification_and_is_rolled_back(demo_works
         state = demo_workspace / "state"
         assert champion_and_current(state) == ("", None)  # champion and current agree: the base model
         report = (state / "reports" / "run-0001.md").read_text()
-        assert report.splitlines()[2].startswith("**Rolled back:")
+        assert report.splitlines()[2].startswith("**rolled back: hand-off of run-0001 failed:")
         assert "- rollback hand-off: verified (command" in report and "served = the base model" in report
         assert "- hand-off: NOT verified (command" in report and "the server still serves the base model" in report
         con = sqlite3.connect(state / "registry.sqlite")

@@ -534,6 +534,39 @@ def test_the_scheduler_process_never_imports_mlx() -> None:
     assert out.stdout.strip() == "[]"
 
 
+NIGHT_IN_THE_SCHEDULER = """
+import sys
+from pathlib import Path
+
+from daemon import scheduler
+from daemon.errors import PreflightFailed
+from daemon.registry import Registry, Trigger
+from tests.unit.report_nights import make_config, make_night
+
+cfg = make_config(Path(sys.argv[1]) / "state")
+reg = Registry.open(cfg.paths.state_dir)
+make_night(cfg, reg, "promoted")  # a decided night: tonight's HTML report draws the trend
+reg.close()
+try:  # the daemon's night function; the base model is missing, so preflight fails and the report is written
+    scheduler._run_pipeline(cfg, trigger=Trigger.SCHEDULED, night_key="2026-11-21")
+except PreflightFailed:
+    pass
+page = (cfg.paths.state_dir / "reports" / "run-0002.html").read_text()
+print("figure" if "data:image/svg+xml;base64," in page else "no figure")
+print(sorted(m for m in sys.modules if m.split(".")[0] == "matplotlib"))
+"""
+
+
+@pytest.mark.slow  # a night (to its preflight failure) in a fresh interpreter, plus the render child
+def test_a_night_through_the_daemon_draws_its_figures_in_a_child(tmp_path: Path) -> None:
+    """Issue 10 gap: the long-lived scheduler imported matplotlib once it rendered its first HTML report."""
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", NIGHT_IN_THE_SCHEDULER, str(tmp_path)], capture_output=True, text=True,
+                         cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-2:] == ["figure", "[]"], out.stdout
+
+
 # ---------------------------------------------------------------- logs
 
 
