@@ -9,10 +9,14 @@ night: 2,000 eval items scored for base, champion and challenger (6,000 rows),
   registry API (the run, its stages, metrics, eval sets and their 6,000
   results, the newest runs with their decisions);
 * **render**: ``daemon.report.write_report`` (gather, Markdown, HTML with three
-  matplotlib figures, the index page of all 366 nights), with matplotlib's import
-  timed separately (paid once per process).
+  matplotlib figures, the index page of all 366 nights, the night's data composition
+  of 2,000 examples in 8 sources), with matplotlib's import timed separately (paid
+  once per process), as ``nightshift report`` and ``run-now`` render it;
+* **render (daemon)**: the same with the HTML pages drawn in a child process, as a
+  night run by ``nightshift start`` renders it (the child's start-up and imports,
+  matplotlib's included, are in this time).
 
-**Target:** ``write_report`` under 3 s. Prints both times and their ratio.
+**Target:** ``write_report`` under 3 s (both ways). Prints the times and their ratio to the load.
 Exit status 0 when the target holds, 1 otherwise. Usage::
 
     python benchmarks/report_render.py [--repeats 3] [--json]
@@ -36,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy.orm import Session  # noqa: E402
 
 from daemon.config import config_from_dict  # noqa: E402
+from daemon.dataset.composition import record_composition  # noqa: E402
 from daemon.gate import CategoryScores, GatePolicy, ModelScores, decide_promotion  # noqa: E402
 from daemon.registry import Registry, RunStatus, Trigger  # noqa: E402
 from daemon.registry.models import EvalResult, EvalSet, Run, RunStage, TrainMetric  # noqa: E402
@@ -93,7 +98,30 @@ def build(state: Path) -> tuple[object, Registry, int]:
                                  reply=f"{role} says " + "dolor sit amet " * 15, gold="the answer", extracted=None,
                                  detail=f"scored {v}")
                       for c, vs in vals.items() for i, v in enumerate(vs))  # fmt: skip
+    run_dir = state / "runs" / f"run-{last_id:04d}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_composition(_dataset(state.parent / "data", rng), run_dir, [])
     return cfg, reg, last_id
+
+
+def _dataset(directory: Path, rng: random.Random) -> Path:
+    """2,000 examples (1,800 train, 200 valid) tagged with 8 sources."""
+    directory.mkdir(parents=True)
+    for split, n in (("train", 1800), ("valid", 200)):
+        with open(directory / f"{split}.jsonl", "w") as fh:
+            for i in range(n):
+                msgs = [{"role": "user", "content": f"{split} question {i} " + "lorem " * 30},
+                        {"role": "assistant", "content": "answer " * 40}]
+                fh.write(json.dumps({"source": f"source_{rng.randrange(8)}", "messages": msgs}) + "\n")
+    return directory
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the finished children of this process."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def load_rows(reg: Registry, run_id: int) -> int:
@@ -133,21 +161,35 @@ def main() -> int:
             write_report(cfg, reg, run_id)  # type: ignore[arg-type]
             renders.append(time.perf_counter() - t0)
             render_cpu.append(time.process_time() - c0)
+        from daemon.report import render_html_in_child
+
+        render_html_in_child()  # as the daemon renders a night's report
+        daemon_renders, daemon_cpu = [], []
+        for _ in range(args.repeats):
+            t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
+            write_report(cfg, reg, run_id)  # type: ignore[arg-type]
+            daemon_renders.append(time.perf_counter() - t0)
+            daemon_cpu.append(time.process_time() - c0 + _children_cpu() - k0)
+        render_html_in_child(False)
         reg.close()
+    daemon_s, daemon_c = statistics.median(daemon_renders), statistics.median(daemon_cpu)
     load_s, render_s = statistics.median(loads), statistics.median(renders)
     load_c, render_c = statistics.median(load_cpu), statistics.median(render_cpu)
     # Rendering runs on one thread: its CPU seconds are its wall time on an idle machine. On a
     # shared machine (load above the core count) the wall time includes waiting for a core.
-    ok = render_s < TARGET_S
+    ok = render_s < TARGET_S and daemon_s < TARGET_S
     print(f"rows loaded:           {rows}")
     print("                       wall (median)   CPU (median)")
     print(f"load rows:             {load_s:8.3f} s     {load_c:8.3f} s")
     print(f"write_report:          {render_s:8.3f} s     {render_c:8.3f} s   ({render_s / load_s:.1f}x the load's wall time)")
-    print(f"target: write_report wall < {TARGET_S:.0f} s: {'PASS' if ok else 'FAIL'} (CPU {render_c:.2f} s)")
+    print(f"write_report (daemon): {daemon_s:8.3f} s     {daemon_c:8.3f} s   ({daemon_s / load_s:.1f}x; HTML drawn in a child "
+          "process, its CPU included)")
+    print(f"target: write_report wall < {TARGET_S:.0f} s, both ways: {'PASS' if ok else 'FAIL'} (CPU {render_c:.2f} s)")
     print(f"matplotlib import:     {import_s:.3f} s (once per process, not in the median)")
     print(f"load average at end:   {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     if args.json:
-        print(json.dumps({"rows": rows, "load_s": load_s, "render_s": render_s, "load_cpu_s": load_c,
+        print(json.dumps({"rows": rows, "load_s": load_s, "render_s": render_s, "daemon_render_s": daemon_s,
+                          "daemon_render_cpu_s": daemon_c, "load_cpu_s": load_c,
                           "render_cpu_s": render_c, "import_s": import_s, "ok": ok}))
     return 0 if ok else 1
 

@@ -14,12 +14,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from daemon.config import Config
-from daemon.registry import Registry
-from daemon.report.child import RenderedPages, RenderRequest
-from daemon.report.data import ReportData, gather_history, gather_report
-from daemon.report.markdown import render_markdown
+if TYPE_CHECKING:
+    from daemon.config import Config
+    from daemon.registry import Registry
+    from daemon.report.child import RenderedPages, RenderRequest
+    from daemon.report.data import ReportData, gather_report
+
+
+def __getattr__(name: str) -> Any:
+    """``ReportData`` and ``gather_report`` on first use: the package itself imports no
+    registry, so the HTML render child (:mod:`daemon.report.child`) starts small."""
+    if name in ("ReportData", "gather_report"):
+        from daemon.report import data
+
+        return getattr(data, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 REPORTS_DIR = "reports"
 INDEX_FILE = "index.html"
@@ -56,6 +67,9 @@ def index_path(state_dir: Path) -> Path:
 
 def render_report(cfg: Config, registry: Registry, run_id: int) -> str:
     """The Markdown text of a run's report."""
+    from daemon.report.data import gather_report
+    from daemon.report.markdown import render_markdown
+
     return render_markdown(gather_report(cfg, registry, run_id))
 
 
@@ -75,6 +89,10 @@ def write_report(cfg: Config, registry: Registry, run_id: int, *, html: bool = T
     Returns:
         The Markdown report file.
     """
+    from daemon.report.child import RenderRequest
+    from daemon.report.data import gather_history, gather_report
+    from daemon.report.markdown import render_markdown
+
     data = gather_report(cfg, registry, run_id)
     state_dir = cfg.paths.state_dir
     path = report_path(state_dir, run_id)
@@ -94,6 +112,9 @@ def write_report(cfg: Config, registry: Registry, run_id: int, *, html: bool = T
 
 def write_index(cfg: Config, registry: Registry) -> Path:
     """Write ``reports/index.html``: every night with its status, composite and report links."""
+    from daemon.report.child import RenderRequest
+    from daemon.report.data import gather_history
+
     rows, trend = gather_history(registry)
     state_dir = cfg.paths.state_dir
     have = {r.run_id for r in rows if html_report_path(state_dir, r.run_id).exists()}
@@ -125,6 +146,8 @@ def _render(req: RenderRequest) -> RenderedPages:
 
 def report_json(cfg: Config, registry: Registry, run_id: int) -> str:
     """The gathered report content as JSON (``nightshift report --json``)."""
+    from daemon.report.data import gather_report
+
     return json.dumps(gather_report(cfg, registry, run_id).to_dict(), indent=2, default=str)
 
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from daemon.report.data import NightRow, ReportData, TrendPoint
+from daemon.report.content import NightRow, ReportData, TrendPoint
 
 CHILD_TIMEOUT_S = 300.0
 """Longest a render child may take (seconds); a 2,000-item night renders in about 2 s."""

@@ -9,7 +9,7 @@ reasons, summary and headline that quote them) are already Markdown-inert
 
 from __future__ import annotations
 
-from daemon.gate import Decision, Verdict
+from daemon.verdicts import Decision, Verdict
 
 
 def render_decision_markdown(decision: Decision) -> str:

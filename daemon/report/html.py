@@ -12,7 +12,14 @@ import re
 from collections.abc import Iterable, Sequence
 
 from daemon.report import plots
-from daemon.report.data import NO_DIFFS, ItemRow, NightRow, ReportData, TrendPoint, composition_note
+from daemon.report.content import (
+    NO_DIFFS,
+    ItemRow,
+    NightRow,
+    ReportData,
+    TrendPoint,
+    composition_note,
+)
 from daemon.report.escape import h
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"

@@ -10,10 +10,10 @@ import dataclasses
 from typing import Any
 
 from daemon.dataset.composition import Composition
-from daemon.gate import Decision
-from daemon.report.data import NO_DIFFS, ItemRow, ReportData, composition_note
+from daemon.report.content import NO_DIFFS, ItemRow, ReportData, composition_note
 from daemon.report.decision import render_decision_markdown
 from daemon.report.escape import md_block, md_inline
+from daemon.verdicts import Decision
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:

@@ -16,7 +16,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from daemon.report.data import CategoryRow, LossCurve, TrendPoint
+from daemon.report.content import CategoryRow, LossCurve, TrendPoint
 
 COLORS = {"base": "#9aa0a6", "champion": "#1a73e8", "challenger": "#e8710a"}
 MARKERS_UP_TO = 60
