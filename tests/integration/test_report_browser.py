@@ -66,6 +66,7 @@ def test_html_report_renders_in_a_real_browser(tmp_path: Path, monkeypatch: pyte
     for section in SECTIONS:
         assert any(h.startswith(section) for h in headings), (section, headings)
     assert "<script" not in dom.stdout.lower()
+    assert "<h3>Examples per source</h3>" in dom.stdout  # the night's data composition
 
     for name, width in (("laptop", 1280), ("phone", 390)):
         shot = tmp_path / f"{name}.png"

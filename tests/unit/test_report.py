@@ -124,7 +124,8 @@ def test_hostile_strings_are_inert_in_markdown(night: tuple) -> None:
         tags = {t for t, _ in _tags(rendered)}
         assert not tags & {"a", "img", "script", "b"}, tags
     text = render_report(cfg, reg, decided)
-    # every table row keeps its column count: the category name did not add a cell
+    assert f"| {md_inline(HOSTILE['category'], 120)} | 3 | 0 | – | – |" in text  # a hostile source name in the data table
+    # every table row keeps its column count: the category (and source) name did not add a cell
     md = MarkdownIt("commonmark").enable("table")
     for tok_row in _table_rows(md.parse(text)):
         assert tok_row[0] == tok_row[1]
