@@ -637,6 +637,9 @@ def run_daemon(cfg: Config, on_started: Callable[[datetime | None], None] | None
     load_schedule(cfg)  # fail before taking the pidfile
 
     from daemon.registry import Registry, Trigger
+    from daemon.report import render_html_in_child
+
+    render_html_in_child()  # reports rewritten by start-up recovery draw their figures in a child too
 
     state_dir = cfg.paths.state_dir
     with DaemonPidFile(state_dir):
