@@ -91,9 +91,12 @@ def test_a_hostile_reason_cannot_make_a_slack_link(night: tuple, hook: _Hook) ->
 def test_every_outcome_is_sent(night: tuple, hook: _Hook) -> None:
     cfg, reg = night
     cfg = replace(cfg, notify=NotifyConfig(webhook_url=hook.url))
-    for outcome in ("failed_preflight", "interrupted", "awaiting_approval", "rejected"):
+    for outcome in ("failed_preflight", "interrupted", "awaiting_approval", "rejected", "rolled_back"):
         notify_run(cfg, reg, make_night(cfg, reg, outcome), None)
-    assert [r["body"]["outcome"] for r in hook.received] == ["failed", "interrupted", "awaiting_approval", "rejected"]
+    assert [r["body"]["outcome"] for r in hook.received] == ["failed", "interrupted", "awaiting_approval", "rejected", "rolled_back"]
+    rolled = hook.received[-1]["body"]
+    assert rolled["message"].startswith("nightshift run 5: rolled back: hand-off of run-0005 failed: 2 of 4 probes differ")
+    assert "composite 0.5000 -> 0.8500 (+0.3500)" in rolled["message"]
     assert "disk: 12 GB free" in hook.received[0]["body"]["reason"]
 
 
