@@ -205,8 +205,8 @@ def notify_rollback(
 ) -> list[dict[str, Any]]:
     """Tell the operator about ``nightshift rollback`` (a champion change outside a night).
 
-    The newest run's report is rewritten first (it then names the later champion
-    change) and linked. Never raises.
+    The newest run's report is rewritten first, whether or not a channel is
+    configured (it then names the later champion change), and linked. Never raises.
 
     Args:
         kept: the rollback's hand-off was verified (outcome ``rolled_back``); else it was
@@ -218,21 +218,21 @@ def notify_rollback(
     Returns:
         The per-channel results (empty when no channel is configured).
     """
+    from daemon.report import html_report_path, write_report
+
+    report: Path | None = None
+    last = registry.last_run()
+    if last is not None:  # with or without a channel: the report must not contradict status
+        html = html_report_path(cfg.paths.state_dir, last.id)
+        try:  # refresh the formats that exist: the Markdown report, and the HTML one when written
+            report = write_report(cfg, registry, last.id, html=html.exists())
+            report = html if html.exists() else report
+        except Exception as exc:  # noqa: BLE001 - the notice still goes out, without a link
+            log.error("report_failed", run_id=last.id, error=f"{type(exc).__name__}: {exc}")
     ncfg = cfg.notify
     if not (ncfg.webhook_url or ncfg.macos or ncfg.command):
         return []
     try:
-        from daemon.report import html_report_path, write_report
-
-        report: Path | None = None
-        last = registry.last_run()
-        if last is not None:
-            html = html_report_path(cfg.paths.state_dir, last.id)
-            try:  # refresh the formats that exist: the Markdown report, and the HTML one when written
-                report = write_report(cfg, registry, last.id, html=html.exists())
-                report = html if html.exists() else report
-            except Exception as exc:  # noqa: BLE001 - the notice still goes out, without a link
-                log.error("report_failed", run_id=last.id, error=f"{type(exc).__name__}: {exc}")
         before, after = model_composite(registry, from_model_id), model_composite(registry, to_model_id)
         notice = Notice(
             run_id=None, outcome="rolled_back" if kept else "rollback_failed", reason=headline,

@@ -152,3 +152,6 @@ def test_status_after_a_rollback_names_it(tmp_path: Path) -> None:
     assert re.match(rf"last event: rolled back to run {first} at .+ by alice \(nightshift rollback by alice from run-0002: worse replies\)$", event)
     data = json.loads(CliRunner().invoke(cli, ["status", "-c", str(config), "--json"]).stdout)
     assert data["champion"]["rolled_back"] is True and data["last_event"]["kind"] == "rollback"
+    # the newest report is rewritten (no notification configured): it names the rollback too
+    report = (tmp_path / "state" / "reports" / "run-0002.md").read_text()
+    assert f"champion since: rolled back to run {first} at " in report
