@@ -1,13 +1,14 @@
 """The morning report: Markdown and self-contained HTML per run, and an index of every night.
 
 Written for every run that got a registry row (promoted, rejected, failed,
-interrupted or awaiting approval) to ``<state_dir>/reports/run-NNNN.md`` and
+interrupted, awaiting approval, skipped or rolled back) to ``<state_dir>/reports/run-NNNN.md`` and
 ``run-NNNN.html``, plus ``reports/index.html`` listing every night.
 
-Layout: :mod:`.data` gathers everything once from the registry; :mod:`.markdown`
-and :mod:`.html` render that same content; :mod:`.plots` draws the figures
-(matplotlib, imported only when an HTML report is rendered); :mod:`.escape`
-makes outside strings inert; :mod:`.decision` renders the gate's decision.
+Layout: :mod:`.content` holds the records a report shows; :mod:`.data` gathers
+them once from the registry; :mod:`.markdown` and :mod:`.html` render that same
+content; :mod:`.plots` draws the figures (matplotlib, imported only when an HTML
+report is rendered, and in the daemon only in a child: :mod:`.child`);
+:mod:`.escape` makes outside strings inert; :mod:`.decision` renders the gate's decision.
 """
 
 from __future__ import annotations
