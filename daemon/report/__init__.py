@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.registry import Registry
-    from daemon.report.child import RenderedPages, RenderRequest
+    from daemon.report.child import RenderChild, RenderedPages, RenderRequest
     from daemon.report.data import ReportData, gather_report
 
 
@@ -90,23 +90,28 @@ def write_report(cfg: Config, registry: Registry, run_id: int, *, html: bool = T
     Returns:
         The Markdown report file.
     """
-    from daemon.report.child import RenderRequest
+    from daemon.report.child import RenderChild, RenderRequest
     from daemon.report.data import gather_history, gather_report
     from daemon.report.markdown import render_markdown
 
-    data = gather_report(cfg, registry, run_id)
-    state_dir = cfg.paths.state_dir
-    path = report_path(state_dir, run_id)
-    _write_atomic(path, render_markdown(data))
-    if html:
-        rows, trend = gather_history(registry)
-        have = {r.run_id for r in rows if r.run_id == run_id or html_report_path(state_dir, r.run_id).exists()}
-        # The newest run's trend is the index's trend: draw it once for both pages.
-        pages = _render(RenderRequest(data=data, rows=rows, trend=trend, have_html=have, index=True,
-                                      share_trend=bool(rows) and rows[0].run_id == run_id))
-        assert pages.run is not None and pages.index is not None
-        _write_atomic(html_report_path(state_dir, run_id), pages.run)
-        _write_atomic(index_path(state_dir), pages.index)
+    child = RenderChild() if html and _HTML_IN_CHILD else None  # its imports overlap the gathering below
+    try:
+        data = gather_report(cfg, registry, run_id)
+        state_dir = cfg.paths.state_dir
+        path = report_path(state_dir, run_id)
+        _write_atomic(path, render_markdown(data))
+        if html:
+            rows, trend = gather_history(registry)
+            have = {r.run_id for r in rows if r.run_id == run_id or html_report_path(state_dir, r.run_id).exists()}
+            # The newest run's trend is the index's trend: draw it once for both pages.
+            pages = _render(RenderRequest(data=data, rows=rows, trend=trend, have_html=have, index=True,
+                                          share_trend=bool(rows) and rows[0].run_id == run_id), child)
+            assert pages.run is not None and pages.index is not None
+            _write_atomic(html_report_path(state_dir, run_id), pages.run)
+            _write_atomic(index_path(state_dir), pages.index)
+    finally:
+        if child is not None:
+            child.close()
     registry.update_run(run_id, report_path=str(path))
     return path
 
@@ -139,10 +144,12 @@ def render_html_in_child(enabled: bool = True) -> None:
     _HTML_IN_CHILD = enabled
 
 
-def _render(req: RenderRequest) -> RenderedPages:
-    from daemon.report.child import render_in_child, render_pages
+def _render(req: RenderRequest, child: RenderChild | None = None) -> RenderedPages:
+    from daemon.report.child import RenderChild, render_pages
 
-    return render_in_child(req) if _HTML_IN_CHILD else render_pages(req)
+    if not _HTML_IN_CHILD:
+        return render_pages(req)
+    return (child or RenderChild()).render(req)
 
 
 def report_json(cfg: Config, registry: Registry, run_id: int) -> str:

@@ -63,33 +63,55 @@ def render_pages(req: RenderRequest) -> RenderedPages:
     return RenderedPages(run=run_html, index=index_html)
 
 
-def render_in_child(req: RenderRequest) -> RenderedPages:
-    """Render ``req`` in a child process (``python -m daemon.report.child``), without secrets in its environment.
+class RenderChild:
+    """A render child started ahead of its request, so that its imports (matplotlib's
+    included, most of its time) overlap the parent's reading of the registry.
 
-    Raises:
-        RuntimeError: the child failed or timed out (its last line of stderr is quoted).
+    ``RenderChild()`` starts ``python -m daemon.report.child`` (without secrets in its
+    environment); :meth:`render` sends the request and waits for the pages;
+    :meth:`close` stops a child that was never asked.
     """
-    import os
 
-    from daemon.secrets import without_secrets
+    def __init__(self) -> None:
+        import os
 
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "daemon.report.child"], input=pickle.dumps(req), capture_output=True,
-            timeout=CHILD_TIMEOUT_S, env=without_secrets(os.environ), check=False,
+        from daemon.secrets import without_secrets
+
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.report.child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=without_secrets(os.environ),
         )
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"the HTML report child did not finish within {CHILD_TIMEOUT_S:g} s") from exc
-    if proc.returncode != 0:
-        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        raise RuntimeError(f"the HTML report child exited with status {proc.returncode}: {tail[0][:300]}")
-    pages = pickle.loads(proc.stdout)
-    assert isinstance(pages, RenderedPages)
-    return pages
+
+    def render(self, req: RenderRequest) -> RenderedPages:
+        """The pages of ``req``, rendered by the child.
+
+        Raises:
+            RuntimeError: the child failed or timed out (its last line of stderr is quoted).
+        """
+        try:
+            out, err = self._proc.communicate(pickle.dumps(req), timeout=CHILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            self.close()
+            raise RuntimeError(f"the HTML report child did not finish within {CHILD_TIMEOUT_S:g} s") from exc
+        if self._proc.returncode != 0:
+            tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+            raise RuntimeError(f"the HTML report child exited with status {self._proc.returncode}: {tail[0][:300]}")
+        pages = pickle.loads(out)
+        assert isinstance(pages, RenderedPages)
+        return pages
+
+    def close(self) -> None:
+        """Stop the child if it still runs (the parent failed before asking it)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.communicate()
 
 
 def main() -> int:
     """Read a pickled :class:`RenderRequest` from stdin, write the pickled :class:`RenderedPages` to stdout."""
+    from daemon.report import plots
+
+    plots.load()  # before the request arrives: the parent is still reading the registry
     req = pickle.load(sys.stdin.buffer)
     pages = render_pages(req)
     sys.stdout.buffer.write(pickle.dumps(pages))

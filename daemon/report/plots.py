@@ -25,6 +25,11 @@ MAX_TREND_CATEGORIES = 8
 """Per-category trend lines drawn (the rest would be unreadable on a phone)."""
 
 
+def load() -> None:
+    """Import matplotlib now (the render child does while its parent gathers the report)."""
+    _pyplot()
+
+
 def _pyplot() -> Any:
     import matplotlib
 
