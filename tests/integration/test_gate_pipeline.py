@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from daemon.config import load_config
 from daemon.demo import REPLIES
 from daemon.pipeline import finish_manual_decision, run_pipeline
@@ -57,6 +59,7 @@ def test_mislabelled_training_data_regresses_and_is_rejected(demo_workspace: Pat
     assert "**rejected: " in report and "sentiment" in report
 
 
+@pytest.mark.slow  # two nights; finish_manual_decision is unit-tested in tests/faults/test_registry_faults.py
 def test_manual_policy_waits_for_approval(demo_workspace: Path, write_config: Callable[..., Path]) -> None:
     write_config(policy="manual")
     cfg = load_config(demo_workspace / "nightshift.yaml", "quick")
@@ -76,6 +79,7 @@ def test_manual_policy_waits_for_approval(demo_workspace: Path, write_config: Ca
         reg.close()
 
 
+@pytest.mark.slow  # three nights; the fingerprint inputs are unit-tested in tests/unit/test_fingerprints.py
 def test_champion_cache_reused_only_on_exact_fingerprint(demo_workspace: Path) -> None:
     cfg = load_config(demo_workspace / "nightshift.yaml", "quick")
     run_pipeline(cfg)  # night 1: base is champion

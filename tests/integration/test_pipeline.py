@@ -126,6 +126,7 @@ def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_w
     assert 'href="run-0003.html"' in (state / "reports" / "index.html").read_text()
 
 
+@pytest.mark.slow  # a whole night first; line-numbered data errors are unit-tested in tests/unit/test_preflight.py
 def test_bad_dataset_line_fails_run_and_harms_nothing(demo_workspace: Path) -> None:
     cfg = load_config(demo_workspace / "nightshift.yaml", "quick")
     run_pipeline(cfg)

@@ -66,3 +66,17 @@ def test_held_out_off_ignores_valid_jsonl(ws: Path) -> None:
     before = fingerprint(ws)
     (ws / "data" / "valid.jsonl").write_text("changed\n")
     assert fingerprint(ws) == before
+
+
+def test_suite_items_and_decoding_are_in_the_fingerprint(ws: Path) -> None:
+    """The champion's cached scores are reused only while every item and the decoding are the same."""
+    before = fingerprint(ws)
+    suite = ws / "eval" / "suite.yaml"
+    suite.write_text(suite.read_text().replace("id: q1", "id: q1x"))
+    edited_item = fingerprint(ws)
+    assert edited_item != before
+    path = ws / "nightshift.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["evaluation"] = {"max_tokens": 7}
+    path.write_text(yaml.safe_dump(raw))
+    assert fingerprint(ws) != edited_item
