@@ -8,6 +8,8 @@ import importlib.metadata
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -49,22 +51,102 @@ def _template_key() -> str:
     return h.hexdigest()[:16]
 
 
+class _TemplateBuild:
+    """The demo template, built by a child process started as soon as collection ends.
+
+    Building it (tokenizer, data, the tiny model's pretraining) is the suite's longest
+    single step; tests that need it are moved to the end of the run
+    (:func:`pytest_collection_modifyitems`) so that the build overlaps the unit tests,
+    which mostly wait on their own children, servers and timeouts. A child process, not
+    a thread: tests request stops through :mod:`daemon.shutdown`, which would end an
+    in-process build.
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.dir: Path | None = None
+        self.log: Path | None = None
+
+    def start(self) -> None:
+        if self.proc is not None:
+            return
+        cache = _template_cache()
+        if cache is not None and (cache / _template_key()).is_dir():
+            return
+        self.dir = Path(tempfile.mkdtemp(prefix="nightshift-template-"))
+        self.log = self.dir / "build.log"
+        code = (
+            "import sys; from pathlib import Path; from daemon.demo import build_workspace; "
+            "build_workspace(Path(sys.argv[1]), iters=int(sys.argv[2]))"
+        )
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code, str(self.dir / "ws"), str(_TEMPLATE_ITERS)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,  # a test's killpg of its own group never reaches it
+            )
+
+    def result(self) -> Path | None:
+        """The built workspace, or None when no build was started; raises when the build failed."""
+        if self.proc is None or self.dir is None or self.log is None:
+            return None
+        if self.proc.wait() != 0:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"building the demo template failed (exit {self.proc.returncode}):\n{tail}")
+        return self.dir / "ws"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_BUILD = _TemplateBuild()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests that need the demo template last, and start building it now."""
+    needs = [item for item in items if "demo_template" in getattr(item, "fixturenames", ())]
+    if not needs:
+        return
+    rest = [item for item in items if "demo_template" not in getattr(item, "fixturenames", ())]
+    items[:] = rest + needs
+    if not config.option.collectonly:
+        _BUILD.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _BUILD.stop()
+
+
 @pytest.fixture(scope="session")
 def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo workspace (model, data, suite, config) built once; never run in."""
     from daemon.demo import build_workspace
 
     ws = tmp_path_factory.mktemp("demo-template") / "ws"
+
+    def build() -> None:
+        built = _BUILD.result()
+        if built is None:
+            build_workspace(ws, iters=_TEMPLATE_ITERS)
+        else:
+            shutil.copytree(built, ws, symlinks=True)
+
     cache = _template_cache()
     if cache is None:
-        build_workspace(ws, iters=_TEMPLATE_ITERS)
+        build()
         return ws
     cache.mkdir(parents=True, exist_ok=True)
     kept = cache / _template_key()
     with open(cache / f"{kept.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another test run may be building the same template
         if not kept.is_dir():
-            build_workspace(ws, iters=_TEMPLATE_ITERS)
+            build()
             tmp = cache / f".{kept.name}.{os.getpid()}.tmp"
             shutil.copytree(ws, tmp, symlinks=True)
             tmp.rename(kept)
