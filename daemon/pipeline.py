@@ -49,6 +49,14 @@ from daemon.evaluate import (
 from daemon.faults import fault_point
 from daemon.fingerprint import dataset_fingerprint, dir_sha256
 from daemon.gate import Decision, GatePolicy, decide_promotion
+from daemon.inputs import (
+    DECIDED_STATUSES,
+    NightInputs,
+    RecordedRun,
+    TrainingInputs,
+    skip_reason,
+    training_section,
+)
 from daemon.lock import RunLock
 from daemon.notify import notify_run
 from daemon.preflight import run_preflight
@@ -56,7 +64,7 @@ from daemon.promote import build_release, promote_release, reconcile
 from daemon.recovery import recover_state
 from daemon.registry import Registry, RunStatus, Trigger
 from daemon.registry.engine import is_disk_full
-from daemon.registry.models import Model, ModelKind
+from daemon.registry.models import Model, ModelKind, Run
 from daemon.report import write_report
 from daemon.serving.fusecheck import fuse_probes
 from daemon.serving.handoff import (
@@ -309,29 +317,52 @@ class _Night:
         record_composition(self.cfg.paths.dataset, self.run_dir, earlier)  # the report's data composition
 
     def unchanged(self) -> str | None:
-        """The reason to skip tonight when its training inputs equal the champion's run's, else None."""
-        from daemon.inputs import TrainingInputs, training_section, unchanged_reason
+        """The reason to skip tonight (:func:`daemon.inputs.skip_reason`): nothing changed since the
+        champion's run, or since the newest decided run; else None."""
         from daemon.worker.common import versions
 
-        champ = self.registry.champion()
-        model = champ[1] if champ else None
-        if model is None or model.run_id is None:
-            return None  # the base is the champion: a first adapter is always worth training
-        run = self.registry.get_run(model.run_id)
         installed = versions()
-        current = TrainingInputs(
-            base_sha256=self._base_sha256(),
+        base_sha = self._base_sha256()
+        tonight = TrainingInputs(
+            base_sha256=base_sha,
             dataset_sha256=self.registry.get_run(self.run_id).dataset_sha256,
             training=training_section(self.cfg.to_dict()),
             versions={"mlx": installed.get("mlx"), "mlx-lm": installed.get("mlx-lm")},
         )
-        champion = TrainingInputs(
+        champ = self.registry.champion()
+        model = champ[1] if champ else None
+        champion_run = None
+        if model is not None and model.run_id is not None:  # else the base is the champion
+            champion_run = (model.run_id, self._trained_inputs(self.registry.get_run(model.run_id), model))
+        decided = self._newest_decided_run()
+        champion_eval = None
+        if decided is not None:  # how tonight's champion would be scored (picked as evaluate() does)
+            fp_versions = {name: installed.get(name) or "" for name in ("mlx", "mlx-lm")}
+            scored = model if model is not None and model.base_sha256 == base_sha else self._base_model(fp_versions)
+            suite = load_suite(self.cfg.paths.eval_suite)
+            champion_eval = eval_fingerprint(self.cfg, suite, self._ref("champion", scored), fp_versions)
+        inputs = NightInputs(tonight, champion_eval, dict(self.cfg.to_dict().get("promotion") or {}))
+        return skip_reason(inputs, champion_run, decided)
+
+    def _trained_inputs(self, run: Run, model: Model) -> TrainingInputs:
+        """The recorded training inputs of ``run``, which trained ``model``."""
+        return TrainingInputs(
             base_sha256=model.base_sha256,
             dataset_sha256=run.dataset_sha256,
             training=training_section(json.loads(run.config_snapshot or "{}")),
             versions={"mlx": model.mlx_version, "mlx-lm": model.mlx_lm_version},
         )
-        return unchanged_reason(run.id, champion, current)
+
+    def _newest_decided_run(self) -> RecordedRun | None:
+        """The newest run whose gate decision stands, with its recorded inputs, or None."""
+        run = next((r for r in self.registry.runs(limit=200) if r.status in DECIDED_STATUSES), None)
+        if run is None or run.challenger_model_id is None:
+            return None
+        challenger = self.registry.get_model(run.challenger_model_id)
+        champion_eval = next((e.fingerprint for e in self.registry.eval_sets(run.id) if e.role == "champion"), None)
+        snapshot = json.loads(run.config_snapshot or "{}")
+        gate = dict(snapshot.get("promotion") or {})
+        return RecordedRun(run.id, run.status, NightInputs(self._trained_inputs(run, challenger), champion_eval, gate))
 
     def train(self) -> Any:
         def on_progress(p: TrainProgress) -> None:

@@ -66,7 +66,7 @@ class RunStatus(str, Enum):
 
     pending -> preflight -> training -> evaluating -> deciding ->
     promoted | rejected | awaiting_approval (-> promoted | rejected);
-    preflight -> skipped (nothing changed since the champion's run, see :mod:`daemon.inputs`);
+    preflight -> skipped (nothing changed since the champion's run or the newest decided run, see :mod:`daemon.inputs`);
     promoted -> rolled_back (the serving hand-off failed);
     any active state -> failed | interrupted.
     """

@@ -57,6 +57,12 @@ def test_mislabelled_training_data_regresses_and_is_rejected(demo_workspace: Pat
     assert not (cfg.paths.state_dir / "current").exists()
     report = outcome.report_path.read_text() if outcome.report_path else ""
     assert "**rejected: " in report and "sentiment" in report
+    # Regression: the next night with the same data, config and base retrained to the same rejection
+    # (only the champion's run was compared, and the base is still the champion).
+    again = run_pipeline(cfg)
+    assert again.status == RunStatus.SKIPPED
+    assert again.reasons[0].startswith(f"nothing changed since run {outcome.run_id} (rejected): ")
+    assert not (cfg.paths.state_dir / "runs" / f"{again.run_id:04d}" / "metrics.jsonl").exists()
 
 
 @pytest.mark.slow  # two nights; finish_manual_decision is unit-tested in tests/faults/test_registry_faults.py
