@@ -64,10 +64,11 @@ class TerminalProgress:
         filled = int(width * p.iteration / p.total)
         bar = "#" * filled + "-" * (width - filled) if self.tty else ""
         loss = f"loss {p.train_loss:.3f}" if p.train_loss is not None else ""
+        val = f"val {p.val_loss:.3f}" if p.val_loss is not None else ""  # a validation report is a step too
         trained = f"{_count(p.trained_tokens)} tokens trained" if p.trained_tokens else ""
         tps = f"{p.tokens_per_s:.0f} tok/s processed" if p.tokens_per_s else ""
         eta = f"ETA {p.eta_s:.0f}s" if p.eta_s is not None else ""
-        text = " ".join(x for x in (f"  {label} [{bar}] {p.iteration}/{p.total}".replace(" []", ""), loss, trained, tps, eta) if x)
+        text = " ".join(x for x in (f"  {label} [{bar}] {p.iteration}/{p.total}".replace(" []", ""), loss, val, trained, tps, eta) if x)
         self._live(text, ("train", p.iteration, p.val_loss))
 
     def evaluate(self, p: Any) -> None:

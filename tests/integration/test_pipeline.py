@@ -51,6 +51,13 @@ def test_run_now_promotes_then_second_night_compares_against_new_champion(demo_w
     first = nightshift("-c", str(cfg_path), "--run-now")
     assert first.returncode == 0, first.stderr
     state = demo_workspace / "state"
+    # Without a terminal (stderr is a pipe here) progress is one line per training report step
+    # (steps_per_report: 10 of 60) and per eval progress step, never one per poll tick.
+    train_lines = [ln for ln in first.stderr.splitlines() if ln.startswith("  train ")]
+    eval_lines = [ln for ln in first.stderr.splitlines() if ln.startswith("  evaluate ")]
+    assert len(train_lines) == len(set(train_lines)) and len(eval_lines) == len(set(eval_lines)), first.stderr
+    assert {ln.split()[1] for ln in train_lines} <= {f"{i}/60" for i in range(10, 61, 10)}, first.stderr
+    assert len(train_lines) <= 6 + 2 and eval_lines, first.stderr  # six train reports, validation at most twice
     # it ended with `run 1: promoted` and nothing else: now the report's headline sentence (outcome and
     # the gate's reason), composite change, report
     assert re.fullmatch(

@@ -51,9 +51,17 @@ def test_without_a_terminal_one_line_per_report_step(monkeypatch: pytest.MonkeyP
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("  train 10/200 loss 1.500 12.3k tokens trained 80 tok/s processed ETA ")
+    # A validation report at the same iteration is one more line, and it shows the new number
+    # (it used to print a line identical to the one before).
+    p.val_loss = 1.25
+    for _ in range(5):
+        clock[0] += 10
+        progress.train(p)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("  train 20/200 loss 1.500 val 1.250 12.3k tokens trained ")
     for done in (0, 32, 32, 64):
         progress.evaluate(EvalProgress(model="challenger", done=done, total=64))
-    assert out.getvalue().splitlines()[2:] == [
+    assert out.getvalue().splitlines()[3:] == [
         "  evaluate challenger: 0/64 items",
         "  evaluate challenger: 32/64 items",
         "  evaluate challenger: 64/64 items",
