@@ -3,6 +3,7 @@ the numbers, and what to do next."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from os import PathLike
@@ -150,6 +151,38 @@ class StrictJSONError(ValueError):
 
 class StateDirError(NightshiftError):
     """The state dir cannot be used safely: not writable, full, or holding a planted link."""
+
+
+class FileAccessError(NightshiftError):
+    """A file or directory the night needs could not be read or written (permission denied,
+    read-only file system, disk full, missing): ``str(e)`` names the path and what to do.
+    Built from the :class:`OSError` by :func:`describe_os_error`."""
+
+
+_OS_ERROR_ADVICE = {
+    errno.EACCES: "give the user running nightshift access to it (chmod/chown) or change the path in the config",
+    errno.EPERM: "give the user running nightshift access to it (chmod/chown) or change the path in the config",
+    errno.EROFS: "remount it read-write or point the config at a writable directory",
+    errno.ENOSPC: "free disk space on that file system and run again",
+    errno.EDQUOT: "free space within your disk quota and run again",
+    errno.ENOENT: "check that the path in the config exists",
+    errno.ENOTDIR: "a file stands where a directory is expected: move it or change the path in the config",
+    errno.EISDIR: "a directory stands where a file is expected: change the path in the config",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n) and run again",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an :class:`OSError`: what failed, on which path, and what to do.
+
+    e.g. ``Read-only file system: /srv/state/runs/0003; remount it read-write or point the config
+    at a writable directory``. The paths come from ``exc.filename``/``filename2``.
+    """
+    what = exc.strerror or type(exc).__name__
+    paths = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    where = f": {' -> '.join(paths)}" if paths else "" if exc.strerror else f" ({exc})"
+    advice = _OS_ERROR_ADVICE.get(exc.errno or 0, "check the path, its permissions and the disk, then run again")
+    return f"{what}{where}; {advice}"
 
 
 class ReleaseCorrupt(NightshiftError):

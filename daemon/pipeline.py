@@ -29,12 +29,14 @@ from daemon.child import StartedWorker
 from daemon.config import Config
 from daemon.dataset.composition import LOOKBACK_RUNS, record_composition
 from daemon.errors import (
+    FileAccessError,
     Interrupted,
     NightshiftError,
     PreflightFailed,
     PromotionRefused,
     RegistryError,
     StateDirError,
+    describe_os_error,
 )
 from daemon.evaluate import (
     RESULT_FIELDS,
@@ -183,10 +185,8 @@ class _Night:
         self.registry = registry
         self.run_id = run_id
         self.progress = progress
-        self.run_dir = cfg.paths.state_dir / RUNS_DIR / f"{run_id:04d}"
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = cfg.paths.state_dir / RUNS_DIR / f"{run_id:04d}"  # created by run()
         self.events = self.run_dir / "events.jsonl"
-        registry.update_run(run_id, run_dir=str(self.run_dir), log_path=str(self.run_dir / "train.log"))
         self._last_progress_write = 0.0
         self.serving = ServingSession(cfg)
 
@@ -197,6 +197,8 @@ class _Night:
         reasons: list[str] = []
         eval_worker: StartedWorker | None = None
         try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.registry.update_run(self.run_id, run_dir=str(self.run_dir), log_path=str(self.run_dir / "train.log"))
             self._stage(RunStatus.PREFLIGHT, self.preflight)
             skip = None if self.force else self.unchanged()
             if skip is not None:
@@ -220,6 +222,13 @@ class _Night:
             self._record_end(RunStatus.FAILED, self._failure_reason(exc, str(exc)))
             self._report_and_notify()
             raise
+        except OSError as exc:  # a file the night needs (run dir, workspace, release): say which and what to do
+            reason = self._failure_reason(exc, describe_os_error(exc))
+            self._record_end(RunStatus.FAILED, reason)
+            self._report_and_notify()
+            if is_disk_full(exc):
+                raise StateDirError(reason) from None
+            raise FileAccessError(reason) from exc
         except Exception as exc:
             reason = self._failure_reason(exc, f"internal error: {type(exc).__name__}: {exc}")
             self._record_end(RunStatus.FAILED, reason)

@@ -9,13 +9,14 @@ A command module under ``daemon/commands/`` imports from here (not from
         cfg = load(config_path, profile)
         ...
 
-A :class:`~daemon.errors.NightshiftError` raised by any command becomes
-``Error: <one line>`` (plus the problems as an indented list) and exit status 1;
+A :class:`~daemon.errors.NightshiftError` (or an :class:`OSError`) raised by any command
+becomes ``Error: <one line>`` (plus the problems as an indented list) and exit status 1;
 :class:`~daemon.errors.Interrupted` prints ``Interrupted: ...`` and exits 130.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from daemon.config import (
     resolve_config_path,
     resolve_profile,
 )
-from daemon.errors import Interrupted, NightshiftError
+from daemon.errors import FileAccessError, Interrupted, NightshiftError, describe_os_error
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
@@ -108,7 +109,9 @@ def error_text(exc: NightshiftError) -> str:
 @contextmanager
 def reported_errors() -> Iterator[None]:
     """The one error path: :class:`NightshiftError` -> ``Error: ...`` (see :func:`error_text`)
-    and exit status 1; :class:`Interrupted` -> ``Interrupted: ...`` and exit status 130.
+    and exit status 1; :class:`Interrupted` -> ``Interrupted: ...`` and exit status 130; an
+    :class:`OSError` (permission denied, read-only, disk full) -> ``Error: ...`` naming the path
+    and what to do (:func:`~daemon.errors.describe_os_error`), exit status 1.
 
     Raises:
         click.ClickException: for a NightshiftError (click prints it and exits 1).
@@ -121,6 +124,10 @@ def reported_errors() -> Iterator[None]:
         raise click.exceptions.Exit(130) from exc
     except NightshiftError as exc:
         raise click.ClickException(error_text(exc)) from exc
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:  # `nightshift history | head`: click handles a closed pipe itself
+            raise
+        raise click.ClickException(error_text(FileAccessError(describe_os_error(exc)))) from exc
 
 
 class NightshiftGroup(click.Group):
