@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from daemon import resources
@@ -181,20 +182,99 @@ cache with ``huggingface_hub.scan_cache_dir`` after sending its headers)."""
 
 
 def check_serving(cfg: Config) -> list[CheckResult]:
-    """If ``serving.url`` is set, ``GET {url}/v1/models`` answers with a JSON model list (warn only).
+    """The server the champion is handed to (one ``serving`` result).
+
+    ``serving.mode: managed``: :func:`check_managed_server`. Otherwise, if ``serving.url``
+    is set, ``GET {url}/v1/models`` answers with a JSON model list (warn only, see
+    :func:`probe_models`).
+    """
+    if cfg.serving.mode == "managed":
+        return check_managed_server(cfg)
+    if not cfg.serving.url:
+        return [result("serving", Level.OK, "serving.url not set: no server to check")]
+    return probe_models(cfg.serving.url, cfg.serving.timeout_s)
+
+
+def check_managed_server(cfg: Config) -> list[CheckResult]:
+    """``serving.mode: managed``: the server nightshift runs can start (fail otherwise).
+
+    While a supervisor (``nightshift start``/``serve``) already runs it, its port is ours:
+    its URL is probed instead (:func:`probe_models`). Otherwise the command's executable
+    must exist (for the default command, mlx-lm must be importable by this Python) and
+    ``serving.host:serving.port`` must be bindable (port 0: the host alone; a free port is
+    picked at start). Nothing is started.
+    """
+    import importlib.util
+    import shutil
+    import sys
+
+    from daemon.serving.server import read_server_state, supervisor_alive
+
+    sv = cfg.serving
+    if supervisor_alive(cfg.paths.state_dir):
+        url = (read_server_state(cfg.paths.state_dir) or {}).get("url") or sv.url
+        if url:
+            return probe_models(str(url), sv.timeout_s)
+    problem = None
+    if sv.command is None:
+        shown = f"{sys.executable} -m mlx_lm.server"
+        if importlib.util.find_spec("mlx_lm") is None:
+            problem = f"mlx-lm is not installed for {sys.executable}: install it (pip install mlx-lm) or set serving.command"
+    else:
+        values = {"python": sys.executable, "base": str(cfg.paths.base_model), "release": "", "fused": ""}
+        try:
+            shown = sv.command[0].format(**values, host=sv.host, port=str(sv.port))
+        except (KeyError, IndexError, ValueError) as exc:
+            shown = sv.command[0]
+            problem = f"serving.command[0] {shown!r} has a bad placeholder ({exc}); use {{python}} or a path"
+        else:
+            if "/" in shown and not (Path(shown).is_file() and os.access(shown, os.X_OK)):
+                problem = f"managed server command {shown!r} does not exist or is not executable"
+            elif "/" not in shown and shutil.which(shown) is None:
+                problem = f"managed server command {shown!r} is not on PATH"
+            if problem is not None:
+                problem += "; install it or fix serving.command"
+    problem = problem or _bind_problem(sv.host, sv.port)
+    if problem is not None:
+        return [result("serving", Level.FAIL, problem)]
+    port = "(a free port is picked at start)" if sv.port == 0 else "(port free)"
+    return [result("serving", Level.OK, f"managed server can start: {shown} on {sv.host}:{sv.port} {port}")]
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why the managed server could not bind ``host:port`` now, or None (bound and released at once).
+
+    ``SO_REUSEADDR`` as Python's ``http.server`` (mlx-lm's server) sets it: a port in TIME_WAIT is free.
+    """
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"serving.port {port} on {host} is in use by another program: the managed server could not "
+                    "bind it; stop that program or set serving.port (0 picks a free port)"
+                )
+            return f"serving.host {host} cannot be bound ({exc.strerror or exc}); use 127.0.0.1 or an address of this machine"
+    return None
+
+
+def probe_models(url: str, timeout_s: float) -> list[CheckResult]:
+    """``GET {url}/v1/models`` answers with a JSON model list (warn only).
 
     Tells apart: no server at the URL (connection error), a wrong URL (HTTP error
     status, or a body that is not an OpenAI model list), and an mlx-lm server
     that answers 200 with an empty body (:data:`HF_CACHE_HINT`).
     """
-    url = cfg.serving.url
-    if not url:
-        return [result("serving", Level.OK, "serving.url not set: no server to check")]
     import httpx  # only when there is a server to ask: it costs ~50 ms to import
 
     endpoint = url.rstrip("/") + "/v1/models"
     try:
-        response = httpx.get(endpoint, timeout=cfg.serving.timeout_s)
+        response = httpx.get(endpoint, timeout=timeout_s)
     except httpx.HTTPError as exc:
         return [
             result(

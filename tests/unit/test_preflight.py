@@ -922,6 +922,84 @@ def test_serving_down_warns(tmp_path: Path, model_dir: Path, server: tuple[str, 
     assert message.endswith("start the server or fix serving.url")
 
 
+def managed(tmp_path: Path, **serving: Any) -> Config:
+    from daemon.config import PathsConfig, ServingConfig
+
+    return Config(paths=PathsConfig(state_dir=tmp_path / "state"), serving=ServingConfig(mode="managed", **serving))
+
+
+def test_managed_server_is_checked_for_starting_not_probed(
+    tmp_path: Path, server: tuple[str, type[_Models]]
+) -> None:
+    """Regression: with `serving.mode: managed` preflight probed serving.url (or said "not set") instead of
+    checking that the managed server can start."""
+    url, handler = server
+    handler.status = 503  # whatever answers at the URL is not the managed server (it is not running yet)
+    port = free_local_port()
+    [check] = system_checks.check_serving(managed(tmp_path, url=url, port=port))
+    assert (check.level, check.name) == (Level.OK, "serving")
+    assert check.message == (
+        f"managed server can start: {sys.executable} -m mlx_lm.server on 127.0.0.1:{port} (port free)"
+    )
+    [check] = system_checks.check_serving(managed(tmp_path, port=0, command=["{python}", "-m", "http.server", "{port}"]))
+    assert check.level is Level.OK and check.message.endswith("on 127.0.0.1:0 (a free port is picked at start)")
+
+
+def test_managed_server_command_that_does_not_exist_fails(tmp_path: Path) -> None:
+    missing = tmp_path / "bin" / "llama-server"
+    [check] = system_checks.check_serving(managed(tmp_path, command=[str(missing), "--port", "{port}"], port=0))
+    assert check.level is Level.FAIL
+    assert check.message == (
+        f"managed server command {str(missing)!r} does not exist or is not executable; install it or fix serving.command"
+    )
+    [check] = system_checks.check_serving(managed(tmp_path, command=["no-such-server-xyz", "{port}"], port=0))
+    assert check.level is Level.FAIL and "'no-such-server-xyz' is not on PATH" in check.message
+
+
+def test_managed_server_port_taken_by_another_program_fails(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        [check] = system_checks.check_serving(managed(tmp_path, port=port))
+    assert check.level is Level.FAIL
+    assert check.message == (
+        f"serving.port {port} on 127.0.0.1 is in use by another program: the managed server could not bind it; "
+        "stop that program or set serving.port (0 picks a free port)"
+    )
+    [check] = system_checks.check_serving(managed(tmp_path, host="192.0.2.1", port=0))  # TEST-NET: not ours
+    assert check.level is Level.FAIL and check.message.startswith("serving.host 192.0.2.1 cannot be bound (")
+
+
+def test_a_running_managed_server_is_probed_at_its_url(tmp_path: Path, server: tuple[str, type[_Models]]) -> None:
+    """When `nightshift start`/`serve` already supervises the managed server, its port is ours: probe it."""
+    import fcntl
+    import os
+
+    from daemon.serving.server import LOCK_FILE, STATE_FILE, serving_dir
+
+    url, _ = server
+    sdir = serving_dir(tmp_path / "state")
+    (sdir / STATE_FILE).write_text(json.dumps({"state": "running", "url": url, "pid": os.getpid()}))
+    fd = os.open(sdir / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        [check] = system_checks.check_serving(managed(tmp_path, port=int(url.rsplit(":", 1)[1])))
+    finally:
+        os.close(fd)
+    assert (check.level, check.message) == (Level.OK, f"{url}/v1/models answers: champion, base")
+
+
+def free_local_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 # ---------------------------------------------------------------- smoke
 
 
