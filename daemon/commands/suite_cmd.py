@@ -10,23 +10,18 @@ import json
 
 import click
 
-from daemon.config import load_config, resolve_config_path, resolve_profile
+from daemon.commands.common import NightshiftGroup, config_options, load
 
 
-@click.group("suite")
+@click.group("suite", cls=NightshiftGroup)
 def suite() -> None:
     """Eval-suite tools."""
 
 
 @suite.command("check")
-@click.option(
-    "-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
-    help="Config file (default: $NIGHTSHIFT_CONFIG, else the user config dir).",
-)  # fmt: skip
-@click.option("--profile", default=None, help="Profile from the config's `profiles:` to apply.")
+@config_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@click.pass_context
-def check(ctx: click.Context, config_path: str | None, profile: str | None, as_json: bool) -> None:
+def check(config_path: str | None, profile: str | None, as_json: bool) -> None:
     """Per category: items, repeats, the smallest drop the gate can catch, and what it would need.
 
     Uses the last decided night's paired spread per category, or a conservative prior (SD 0.5)
@@ -34,11 +29,7 @@ def check(ctx: click.Context, config_path: str | None, profile: str | None, as_j
     """
     from daemon.guards import check_suite_guards, render_table
 
-    root = ctx.find_root().obj or {}  # `nightshift -c PATH suite check` gives the options to the group
-    cfg = load_config(
-        resolve_config_path(config_path or root.get("config_path")),
-        resolve_profile(profile or root.get("profile")),
-    )
+    cfg = load(config_path, profile)
     result = check_suite_guards(cfg)
     if as_json:
         click.echo(

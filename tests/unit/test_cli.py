@@ -198,3 +198,16 @@ def test_force_works_with_the_run_now_flag_in_any_order(
 def test_force_alone_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["--force", "status"])
     assert result.exit_code == 2 and "--force goes with --run-now" in result.output
+
+
+def test_every_command_takes_the_one_shared_config_option_set() -> None:
+    """`suite check` declared its own -c/--profile (a second option set, its own help and lookup)."""
+    from daemon.commands.common import config_options
+
+    shared = {p.name: p for p in config_options(lambda **_: None).__click_params__}  # type: ignore[attr-defined]
+    for path, cmd in leaf_commands():
+        mine = {p.name: p for p in cmd.params if p.name in shared}
+        if not mine:
+            continue
+        for name, param in mine.items():
+            assert (param.opts, param.help) == (shared[name].opts, shared[name].help), (path, name)
