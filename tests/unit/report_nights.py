@@ -10,6 +10,7 @@ from pathlib import Path
 
 from daemon.config import Config, config_from_dict
 from daemon.dataset.composition import record_composition
+from daemon.fingerprint import dataset_fingerprint
 from daemon.gate import CategoryScores, GatePolicy, ModelScores, decide_promotion
 from daemon.registry import Registry, RunStatus, Trigger
 
@@ -82,10 +83,12 @@ def make_night(
         return rid
     stage(RunStatus.PREFLIGHT)
     run_dir = cfg.paths.state_dir / "runs" / f"run-{rid:04d}"
-    reg.update_run(rid, dataset_sha256="ab" * 32, dataset_examples=120, run_dir=str(run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
+    data = write_dataset(cfg.paths.state_dir.parent / f"data-{rid}", rid, hostile=hostile)
+    sha, count = dataset_fingerprint(data)  # as the data stage records them
+    reg.update_run(rid, dataset_sha256=sha, dataset_examples=count, run_dir=str(run_dir))
     earlier = [(r.id, r.run_dir) for r in reg.runs(limit=50) if r.id < rid]
-    record_composition(write_dataset(cfg.paths.state_dir.parent / f"data-{rid}", rid, hostile=hostile), run_dir, earlier)
+    record_composition(data, run_dir, earlier)
     stage(RunStatus.TRAINING, "failed" if outcome == "failed_training" else "ok", 60.0)
     reg.add_train_metrics(
         rid,

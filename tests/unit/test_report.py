@@ -244,7 +244,7 @@ def test_config_diff_and_dataset_change_since_the_previous_night(night: tuple) -
     assert data.config_diff == [("training.iters", "1000", "500"), ("training.learning_rate", "1e-05", "2e-05")]
     text = render_report(changed, reg, rid)
     assert "## Config changes since run 1" in text and "| training.iters | 1000 | 500 |" in text
-    assert "(changed since run 1: 120 -> 150 examples)" in text
+    assert "(changed since run 1: 9 -> 150 examples)" in text
 
 
 def test_a_skipped_night_says_so_without_training_or_restart_advice(night: tuple) -> None:
