@@ -580,10 +580,15 @@ class _Night:
         return path
 
 
-def promote_run(cfg: Config, registry: Registry, run_id: int, *, decided_by: str, reason: str) -> Path:
+def promote_run(
+    cfg: Config, registry: Registry, run_id: int, *, decided_by: str, reason: str,
+    run_status: RunStatus = RunStatus.PROMOTED,
+) -> Path:
     """Make the run's challenger the champion: release, ``current`` swap, registry row.
 
-    Used by the pipeline (``decided_by="auto"``) and by ``nightshift approve``.
+    Used by the pipeline (``decided_by="auto"``) and by ``nightshift approve``,
+    through :func:`promote_and_hand_off`; ``run_status`` is the run's state once
+    the promotion row is committed (``handing_off`` there).
 
     Returns:
         The release directory.
@@ -629,6 +634,7 @@ def promote_run(cfg: Config, registry: Registry, run_id: int, *, decided_by: str
         run_id=run_id,
         reason=reason,
         decided_by=decided_by,
+        run_status=run_status,
     )
     return release
 
@@ -663,17 +669,33 @@ def promote_and_hand_off(
 ) -> tuple[RunStatus, str | None]:
     """Promote the run's challenger, hand it to the server, verify; roll back when that fails.
 
+    The run goes ``promoting`` (release built, champion changed) -> ``handing_off``
+    (committed with the promotion row) -> ``promoted`` | ``rolled_back``; each
+    step is also a timed stage row (``promoting``, ``handoff``, ``rollback``).
+
     Returns:
         ``(promoted, None)``, or ``(rolled_back, one-line reason)``.
 
     Raises:
-        PromotionRefused, RegistryError: the promotion itself failed (nothing changed).
+        PromotionRefused, RegistryError: the promotion itself failed (nothing changed;
+            a run awaiting approval is awaiting it again).
     """
     stage = record_stage or (lambda name, fn: timed_stage(registry, run_id, name, fn))
     run = registry.get_run(run_id)
     previous = champion_target(registry, base_model_id=run.champion_model_id)
     since = time.time()
-    release = stage("promoting", lambda: promote_run(cfg, registry, run_id, decided_by=decided_by, reason=reason))
+    registry.transition(run_id, RunStatus.PROMOTING)
+    try:
+        release = stage(
+            "promoting",
+            lambda: promote_run(
+                cfg, registry, run_id, decided_by=decided_by, reason=reason, run_status=RunStatus.HANDING_OFF
+            ),
+        )
+    except NightshiftError:
+        if run.status == RunStatus.AWAITING_APPROVAL.value:  # the operator may approve again
+            registry.transition(run_id, RunStatus.AWAITING_APPROVAL)
+        raise
     assert run.challenger_model_id is not None and previous is not None
     new = Target(
         release=str(Path(release).resolve()),
@@ -688,6 +710,7 @@ def promote_and_hand_off(
         kind="promotion", seed=run_id, record_stage=stage,
     )
     if outcome.kept:
+        registry.transition(run_id, RunStatus.PROMOTED)
         return RunStatus.PROMOTED, None
     registry.transition(run_id, RunStatus.ROLLED_BACK, reason=outcome.reason)
     return RunStatus.ROLLED_BACK, outcome.reason

@@ -47,7 +47,7 @@ opens the state: run-now, start, status, approve/reject, rollback):
   (``promotion-completed``).
 - An intent with no row: when the release passes verification (the base
   model has nothing to verify) and the run is still ``deciding`` or
-  ``awaiting_approval`` (or the intent names no run to finish: a rollback),
+  ``awaiting_approval`` or ``promoting`` (or the intent names no run to finish: a rollback),
   the change is finished: the row is written
   with " (completed by recovery)" added to its reason (``promotion-completed``).
   Otherwise it is undone: ``current`` goes back to the registry's champion
@@ -366,6 +366,7 @@ def promote_release(
     reason: str,
     decided_by: str,
     finish_run: bool = True,
+    run_status: RunStatus = RunStatus.PROMOTED,
     before_commit: Callable[[Path | None], None] | None = None,
 ) -> Promotion:
     """Make ``release`` the champion and ``current`` (steps 2-5 of the protocol).
@@ -381,7 +382,9 @@ def promote_release(
             row's ``release_path`` is '').
         to_model_id: the model row it holds (the base model's row for None).
         run_id: the run recorded with the promotion; ``finish_run`` moves it
-            to ``promoted`` (False for a rollback to an older run's release).
+            to ``run_status`` (False for a rollback to an older run's release).
+        run_status: ``promoted``, or ``handing_off`` when a serving hand-off follows
+            (reconcile, finishing an interrupted promotion, always uses ``promoted``).
         before_commit: called with the release after ``current`` points at
             it and before the registry commit (e.g. a serving hand-off that
             must succeed); an exception from it undoes the swap.
@@ -426,6 +429,7 @@ def promote_release(
             reason=reason,
             decided_by=decided_by,
             finish_run=finish_run,
+            run_status=run_status,
         )
     except BaseException:
         undo()

@@ -20,7 +20,7 @@ from daemon.config import Config
 from daemon.errors import NightshiftError, RunLocked
 from daemon.lock import RunLock
 from daemon.promote import RecoveryAction, reconcile
-from daemon.registry import Registry
+from daemon.registry import Registry, RunStatus
 
 log = structlog.get_logger("nightshift.recovery")
 
@@ -47,6 +47,11 @@ def recover_state(cfg: Config, registry: Registry, *, full: bool = False) -> lis
     if stopped is not None:
         registry.add_recovery("server-stopped", stopped)
         actions.append(RecoveryAction("server-stopped", stopped))
+    handing_off = _finish_abandoned_handoff(registry)
+    if handing_off is not None:
+        registry.add_recovery(handing_off.action, handing_off.detail, run_id=handing_off.run_id)
+        log.warning("recovered", action=handing_off.action, run_id=handing_off.run_id)
+        actions.append(handing_off)
     for run_id in registry.mark_abandoned_runs(ABANDONED_REASON):
         action = RecoveryAction("run-interrupted", ABANDONED_REASON.format(pid=registry.get_run(run_id).pid), run_id)
         registry.add_recovery(action.action, action.detail, run_id=run_id)
@@ -55,6 +60,29 @@ def recover_state(cfg: Config, registry: Registry, *, full: bool = False) -> lis
     for run_id in sorted({a.run_id for a in actions if a.run_id is not None}):
         _rewrite_report(cfg, registry, run_id)
     return actions
+
+
+def _finish_abandoned_handoff(registry: Registry) -> RecoveryAction | None:
+    """End a run whose process died while ``handing_off``: its promotion row is committed.
+
+    The champion decides: still the run's model -> ``promoted`` (the hand-off was never
+    verified, and the repair says so); else an automatic rollback was committed ->
+    ``rolled_back``. Call holding the run lock (the run's process is gone).
+    """
+    run = registry.active_run()
+    if run is None or run.status != RunStatus.HANDING_OFF.value:
+        return None
+    champ = registry.champion()
+    died = f"the nightshift process running it (pid {run.pid}) ended during the hand-off"
+    if champ is not None and champ[1].run_id == run.id:
+        registry.transition(run.id, RunStatus.PROMOTED)
+        return RecoveryAction(
+            "handoff-interrupted",
+            f"run {run.id} was promoted, but {died}: the server was never verified to serve it",
+            run.id,
+        )
+    registry.transition(run.id, RunStatus.ROLLED_BACK, reason=f"{died}; the previous champion is back")
+    return RecoveryAction("handoff-interrupted", f"run {run.id} was rolled back: {died}", run.id)
 
 
 def _stop_leftover_server(cfg: Config) -> str | None:

@@ -65,10 +65,15 @@ class RunStatus(str, Enum):
     """The run state machine.
 
     pending -> preflight -> training -> evaluating -> deciding ->
-    promoted | rejected | awaiting_approval (-> promoted | rejected);
+    promoting | rejected | awaiting_approval (-> promoting | rejected);
+    promoting -> handing_off (the promotion row is committed with this move)
+    -> promoted (the server verifiably serves it) | rolled_back (it did not: the
+    previous champion is back); a failed approval goes promoting -> awaiting_approval;
     preflight -> skipped (nothing changed since the champion's run or the newest decided run, see :mod:`daemon.inputs`);
-    promoted -> rolled_back (the serving hand-off failed);
     any active state -> failed | interrupted.
+
+    Callers that promote without a hand-off (recovery finishing an interrupted
+    promotion) go from deciding/awaiting_approval/promoting straight to promoted.
     """
 
     PENDING = "pending"
@@ -76,6 +81,10 @@ class RunStatus(str, Enum):
     TRAINING = "training"
     EVALUATING = "evaluating"
     DECIDING = "deciding"
+    PROMOTING = "promoting"
+    """Building the release and changing the champion (``current`` + promotion row)."""
+    HANDING_OFF = "handing_off"
+    """Promoted in the registry; handing the release to the server and verifying it."""
     AWAITING_APPROVAL = "awaiting_approval"
     PROMOTED = "promoted"
     REJECTED = "rejected"
@@ -97,10 +106,13 @@ class RunStatus(str, Enum):
 
 
 ACTIVE_STATUSES = frozenset(
-    {RunStatus.PENDING, RunStatus.PREFLIGHT, RunStatus.TRAINING, RunStatus.EVALUATING, RunStatus.DECIDING}
+    {
+        RunStatus.PENDING, RunStatus.PREFLIGHT, RunStatus.TRAINING, RunStatus.EVALUATING, RunStatus.DECIDING,
+        RunStatus.PROMOTING, RunStatus.HANDING_OFF,
+    }
 )
 #: States a run may be promoted from (the promotion row moves it to ``promoted``).
-PROMOTABLE_STATUSES = frozenset({RunStatus.DECIDING, RunStatus.AWAITING_APPROVAL})
+PROMOTABLE_STATUSES = frozenset({RunStatus.DECIDING, RunStatus.AWAITING_APPROVAL, RunStatus.PROMOTING})
 FINAL_STATUSES = frozenset(
     {RunStatus.PROMOTED, RunStatus.REJECTED, RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.SKIPPED, RunStatus.ROLLED_BACK}
 )
@@ -112,10 +124,13 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.TRAINING: frozenset({RunStatus.EVALUATING}),
     RunStatus.EVALUATING: frozenset({RunStatus.DECIDING}),
     RunStatus.DECIDING: frozenset(
-        {RunStatus.PROMOTED, RunStatus.REJECTED, RunStatus.AWAITING_APPROVAL}
+        {RunStatus.PROMOTING, RunStatus.PROMOTED, RunStatus.REJECTED, RunStatus.AWAITING_APPROVAL}
     ),
-    RunStatus.AWAITING_APPROVAL: frozenset({RunStatus.PROMOTED, RunStatus.REJECTED}),
+    RunStatus.AWAITING_APPROVAL: frozenset({RunStatus.PROMOTING, RunStatus.PROMOTED, RunStatus.REJECTED}),
+    # promoting -> handing_off is the promotion row's commit (Registry.record_promotion).
+    RunStatus.PROMOTING: frozenset({RunStatus.AWAITING_APPROVAL}),
     # The promotion is committed before the hand-off; a failed hand-off rolls it back.
+    RunStatus.HANDING_OFF: frozenset({RunStatus.PROMOTED, RunStatus.ROLLED_BACK}),
     RunStatus.PROMOTED: frozenset({RunStatus.ROLLED_BACK}),
 }
 

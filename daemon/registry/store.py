@@ -372,9 +372,13 @@ class Registry:
         reason: str,
         decided_by: str,
         finish_run: bool = True,
+        run_status: RunStatus = RunStatus.PROMOTED,
     ) -> Promotion:
         """Append to the promotion log (this changes the champion) and, in the
-        same transaction, move the run to ``promoted``.
+        same transaction, move the run to ``run_status`` (with ``finish_run``).
+
+        Args:
+            run_status: ``promoted``, or ``handing_off`` when a serving hand-off follows.
 
         Only :func:`daemon.promote.promote_release` (the crash-consistent
         protocol that also swaps ``current``) and its reconcile step call this.
@@ -397,9 +401,10 @@ class Registry:
                 if run is None or RunStatus(run.status) not in PROMOTABLE_STATUSES:
                     state = run.status if run else "missing"
                     raise RegistryError(f"Run {run_id} cannot be promoted from state {state}.")
-                run.status = RunStatus.PROMOTED.value
-                run.finished_at = clock.now()
-                run.progress = None
+                run.status = run_status.value
+                if run_status in FINAL_STATUSES:
+                    run.finished_at = clock.now()
+                    run.progress = None
             s.add(promo)
             model = s.get(Model, to_model_id)
             if model is not None and model.release_path is None:

@@ -179,3 +179,64 @@ def session_port(cfg) -> str:  # type: ignore[no-untyped-def]
     from daemon.serving.server import read_server_state
 
     return str((read_server_state(cfg.paths.state_dir) or {}).get("port"))
+
+
+def test_promotion_and_handoff_are_states_of_the_run(tmp_path: Path, stub: str) -> None:
+    """Issue 13 item 6: promotion and hand-off were stage rows only; the run stayed `deciding` meanwhile."""
+    from daemon.lock import RunLock
+    from daemon.pipeline import promote_and_hand_off, timed_stage
+    from daemon.status import collect_status
+    from tests.faults.state import trained_run
+
+    (tmp_path / "suite.yaml").write_text(SUITE)
+    (tmp_path / "base").mkdir()
+    cfg = config_from_dict(
+        {
+            "paths": {"base_model": "base", "state_dir": "state", "eval_suite": "suite.yaml"},
+            "serving": {"mode": "command", "url": stub, "reload_command": "true", "health_timeout_s": 5},
+        },
+        base_dir=tmp_path,
+    )
+    reg = Registry.open(cfg.paths.state_dir)
+    run_id = trained_run(reg, cfg.paths.state_dir, 1)
+    seen: dict[str, tuple[str, str]] = {}
+
+    def stage(name: str, fn):  # type: ignore[no-untyped-def]
+        shown = collect_status(cfg)["last_run"]["status"]  # what `nightshift status` shows meanwhile
+        seen[name] = (reg.get_run(run_id).status, shown)
+        return timed_stage(reg, run_id, name, fn)
+
+    with RunLock(cfg.paths.state_dir) as lock:  # as the night holds it: status does not "recover" the run
+        lock.set_run_id(run_id)
+        status, reason = promote_and_hand_off(
+            cfg, reg, run_id, decided_by="auto", reason="test", session=ServingSession(cfg), record_stage=stage
+        )
+    assert (status, reason) == (RunStatus.PROMOTED, None)
+    assert seen == {"promoting": ("promoting", "promoting"), "handoff": ("handing_off", "handing_off")}
+    assert reg.get_run(run_id).status == "promoted"
+    durations = {st.stage: st.duration_s for st in reg.stages(run_id)}
+    assert durations["promoting"] is not None and durations["handoff"] is not None
+    reg.close()
+
+
+def test_a_run_killed_while_handing_off_is_promoted_or_rolled_back_by_recovery(tmp_path: Path) -> None:
+    """A dead run in `handing_off` has a committed promotion: recovery ends it by the champion, not as lost."""
+    from daemon.promote import build_release, promote_release
+    from daemon.recovery import recover_state
+    from tests.faults.state import make_cfg, trained_run
+
+    state = tmp_path / "state"
+    cfg = make_cfg(state)
+    reg = Registry.open(state)
+    run_id = trained_run(reg, state, 1)
+    model = reg.get_model(reg.get_run(run_id).challenger_model_id)  # type: ignore[arg-type]
+    release = build_release(cfg, run_id=run_id, adapter_dir=Path(model.adapter_path), manifest={}, work_dir=state)  # type: ignore[arg-type]
+    reg.transition(run_id, RunStatus.PROMOTING)
+    promote_release(state, reg, release=release, to_model_id=model.id, run_id=run_id, reason="t", decided_by="auto",
+                    run_status=RunStatus.HANDING_OFF)
+    assert reg.get_run(run_id).status == "handing_off"
+    actions = recover_state(cfg, reg)  # the process is gone (the test holds no lock, no pid recorded)
+    assert [a.action for a in actions] == ["handoff-interrupted"]
+    assert "never verified" in actions[0].detail
+    assert reg.get_run(run_id).status == "promoted"
+    reg.close()
