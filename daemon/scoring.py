@@ -25,6 +25,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -559,6 +560,11 @@ class HttpJudge:
     5xx are retried ``retries`` times with ``backoff_s * attempt`` seconds between attempts;
     other HTTP errors fail at once. A 200 response without ``choices[0].message.content``
     returns ``""`` (an unparseable verdict).
+
+    The request runs in a daemon thread that :meth:`complete` waits on, waking every
+    :data:`JUDGE_POLL_S` seconds: a stop request or :meth:`cancel` abandons a call in
+    flight at once (a judge that hangs for ``timeout_s`` no longer holds the process
+    past its stop grace; a daemon thread never delays the interpreter's exit).
     """
 
     def __init__(
@@ -614,7 +620,7 @@ class HttpJudge:
             if shutdown.stop_requested() or generation != self._generation:
                 raise Interrupted(f"{shutdown.stop_reason() or 'the evaluation ended'}; stopped the judge call")
             try:
-                resp = self._client.post(endpoint, json=body)
+                resp = self._post(endpoint, body, generation)
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
@@ -636,6 +642,36 @@ class HttpJudge:
             f"Judge {endpoint} failed {1 + max(0, self.retries)} time(s) (last: {last}); "
             "check that the judge server is running, or raise judge.retries/timeout_s"
         )
+
+    def _post(self, endpoint: str, body: dict[str, Any], generation: int) -> Any:
+        """``client.post`` in a daemon thread, abandoned on a stop request or :meth:`cancel`.
+
+        Raises:
+            Interrupted: a stop was requested, or the calls were cancelled, before the answer.
+            httpx.HTTPError: as ``post`` raises it.
+        """
+        from daemon import shutdown
+
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                outcome["response"] = self._client.post(endpoint, json=body)
+            except BaseException as exc:  # handed to the waiting thread
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name="judge-http", daemon=True).start()
+        while not done.wait(JUDGE_POLL_S):
+            if shutdown.stop_requested() or generation != self._generation:
+                raise Interrupted(
+                    f"{shutdown.stop_reason() or 'the evaluation ended'}; abandoned the judge call to {endpoint}"
+                )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["response"]
 
 
 class CommandJudge:

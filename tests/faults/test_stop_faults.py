@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,91 @@ def test_missing_judge_command_is_still_a_clear_error() -> None:
 
     with pytest.raises(EvaluationFailed, match="cannot be started.*judge.command"):
         CommandJudge(["no-such-judge-program-xyz"], timeout_s=10, retries=0).complete("x")
+
+
+@contextmanager
+def hanging_http_server() -> Iterator[str]:
+    """A local HTTP judge that accepts connections, reads the request and never answers."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    srv.settimeout(0.1)
+    conns: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                conns.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        done.set()
+        t.join()
+        for c in conns:
+            c.close()
+        srv.close()
+
+
+def test_stop_abandons_a_hanging_http_judge_call(fault) -> None:
+    """An in-flight HTTP judge call waited its whole timeout (600 s here) after a stop."""
+    from daemon.scoring import HttpJudge
+
+    errors: list[BaseException] = []
+    with hanging_http_server() as url, fault("stop while an HTTP judge hangs"):
+        judge = HttpJudge(url, "m", timeout_s=600, retries=0)
+
+        def call() -> None:
+            try:
+                judge.complete("grade this")
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        threading.Timer(0.5, shutdown.request_stop, args=("received SIGTERM",)).start()
+        t.join(10)
+        assert not t.is_alive(), "the judge call ignored the stop"
+        assert isinstance(errors[0], Interrupted) and "SIGTERM" in str(errors[0])
+
+
+@pytest.mark.slow
+def test_sigterm_with_a_hanging_http_judge_exits_within_the_grace(fault) -> None:
+    """SIGTERM while an HTTP judge hangs: the process exits at once, not after the judge's timeout."""
+    script = (
+        "import sys, concurrent.futures\n"
+        "from daemon.errors import Interrupted\n"
+        "from daemon.evaluate import _judge_result\n"
+        "from daemon.scheduler import install_signal_handlers\n"
+        "from daemon.scoring import HttpJudge\n"
+        "install_signal_handlers()\n"
+        "judge = HttpJudge(sys.argv[1], 'm', timeout_s=600, retries=0)\n"
+        "pool = concurrent.futures.ThreadPoolExecutor(2)\n"  # as JudgeCalls runs them
+        "future = pool.submit(judge.complete, 'x')\n"
+        "print('ready', flush=True)\n"
+        "try:\n"
+        "    _judge_result(future)\n"
+        "except Interrupted:\n"
+        "    pool.shutdown(wait=False, cancel_futures=True)\n"
+        "    judge.cancel()\n"
+        "    sys.exit(130)\n"
+    )
+    grace_s = 5.0
+    with hanging_http_server() as url, fault("SIGTERM of a process waiting on a hanging HTTP judge"):
+        proc = subprocess.Popen([sys.executable, "-c", script, url], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+            time.sleep(0.5)  # the call is in flight
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=grace_s + 10) == 130
+            assert time.monotonic() - started < grace_s
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
