@@ -162,3 +162,28 @@ def test_real_server_does_not_outlive_a_kill_9_of_nightshift_serve(demo_workspac
         time.sleep(0.2)
     assert server_processes(demo_workspace) == []
     assert not (state / "serving" / "server.pid.json").exists()
+
+
+def test_busy_port_during_the_handoff_rolls_the_promotion_back(demo_workspace: Path) -> None:
+    """Issue 13: a managed server that cannot bind its port ends in a rolled-back promotion naming the port."""
+    with socket.socket() as busy:  # another program holds the configured port
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = add_serving(demo_workspace, f"  mode: managed\n  port: {port}\n  health_timeout_s: 30\n")
+        night = nightshift("-c", str(cfg), "--run-now")
+        assert night.returncode == 1, night.stderr
+        assert "run 1: rolled_back" in night.stdout
+        error = night.stderr.strip().splitlines()[-1]
+        assert error.startswith("Error: run 1 was promoted, then rolled back: hand-off of run-0001 failed:")
+        assert f"port {port} on 127.0.0.1 is already in use" in error
+        state = demo_workspace / "state"
+        assert champion_and_current(state) == ("", None)  # the base model again; current removed
+        con = sqlite3.connect(state / "registry.sqlite")
+        try:
+            status, reason = con.execute("select status, failure_reason from runs where id = 1").fetchone()
+        finally:
+            con.close()
+        assert status == "rolled_back" and f"port {port}" in reason and "\n" not in reason
+        assert server_processes(demo_workspace) == []  # nothing left running
+        assert not (state / "serving" / "server.pid.json").exists()
