@@ -39,6 +39,7 @@ POINTS = (
     "promote:current-swapped",
     "promote:registry-committed",
     "promote:intent-cleared",
+    "handoff:verifying",
     "report:written",
 )
 

@@ -26,6 +26,7 @@ import structlog
 from daemon import clock, shutdown
 from daemon.config import Config
 from daemon.errors import HandoffFailed, Interrupted, NightshiftError, SuiteError
+from daemon.faults import fault_point
 from daemon.notify import notify_rollback
 from daemon.registry import Registry
 from daemon.serving.hook import run_reload_hook
@@ -253,6 +254,7 @@ def hand_off(
         except SuiteError as exc:
             log.warning("probes_unavailable", error=str(exc).splitlines()[0])
             probes = []
+        fault_point("handoff:verifying")  # the server is up (managed: ours), the run is handing_off
         outcome = run_probes(url, probes, model=sv.model, timeout_s=sv.probe_timeout_s)
     except HandoffFailed as exc:
         return HandoffResult(

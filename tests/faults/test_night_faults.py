@@ -62,6 +62,9 @@ def test_kill_9_at_each_point_of_a_night(demo_workspace: Path, point: str, fault
         assert run.status in (RunStatus.INTERRUPTED.value, RunStatus.PROMOTED.value, RunStatus.REJECTED.value)
         if run.status == RunStatus.INTERRUPTED.value:
             assert run.failure_reason and "pid" in run.failure_reason
+        if point == "handoff:verifying":  # killed while handing_off: the promotion was committed
+            assert run.status == RunStatus.PROMOTED.value
+            assert "handoff-interrupted" in [r.action for r in reg.recoveries()]
         reg.close()
         following = nightshift(config, "--run-now")
         assert following.returncode == 0, following.stderr
