@@ -182,7 +182,7 @@ def status(config_path: str | None, profile: str | None, as_json: bool) -> None:
 def history(config_path: str | None, profile: str | None, limit: int, as_json: bool, plot: bool) -> None:
     """Recent runs, newest first: run, trigger, start (local time), duration, outcome, composite change, reason."""
     from daemon.registry import Registry
-    from daemon.runsummary import history_table, summarize_run
+    from daemon.runsummary import command_changes, history_table, summarize_run
 
     cfg = load(config_path, profile)
     reg = Registry.open(cfg.paths.state_dir)
@@ -195,7 +195,9 @@ def history(config_path: str | None, profile: str | None, limit: int, as_json: b
 
             click.echo(str(write_index(cfg, reg)))
             return
-        rows = [summarize_run(r) for r in reg.runs(limit)]
+        runs = reg.runs(limit)
+        rows = [summarize_run(r) for r in runs]
+        changes = command_changes(reg, runs)  # a `nightshift rollback` between nights
     finally:
         reg.close()
     if as_json:
@@ -203,7 +205,7 @@ def history(config_path: str | None, profile: str | None, limit: int, as_json: b
     elif not rows:
         click.echo("no runs yet")
     else:
-        click.echo(history_table(rows))
+        click.echo(history_table(rows, changes))
 
 
 @cli.command()

@@ -9,6 +9,7 @@ JSON keeps UTC ISO 8601.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -56,7 +57,9 @@ class RunSummary:
             "id": self.run_id,
             "trigger": self.trigger,
             "status": self.status,
-            "started_at": self.started_at.isoformat(timespec="seconds") if self.started_at else None,
+            "started_at": self.started_at.isoformat(timespec="seconds")
+            if self.started_at
+            else None,
             "duration_s": round(self.duration_s, 1) if self.duration_s is not None else None,
             "reason": self.reason,
             "headline": self.headline,
@@ -68,7 +71,11 @@ class RunSummary:
 
     def composite_text(self) -> str:
         """``composite 0.5840 -> 0.6012 (+0.0172)``, or "" when the gate was not reached."""
-        if self.champion_composite is None or self.challenger_composite is None or self.composite_delta is None:
+        if (
+            self.champion_composite is None
+            or self.challenger_composite is None
+            or self.composite_delta is None
+        ):
             return ""
         return (
             f"composite {self.champion_composite:.4f} -> {self.challenger_composite:.4f} "
@@ -152,7 +159,11 @@ def headline(status: str, decision: dict[str, Any] | None, failure_reason: str |
         return f"{word}: {gate}"
     if folded:
         return f"{word}: {folded}"
-    return f"{word}: no reason was recorded" if status in ("failed", "interrupted", "rolled_back") else word
+    return (
+        f"{word}: no reason was recorded"
+        if status in ("failed", "interrupted", "rolled_back")
+        else word
+    )
 
 
 def is_rollback(promo: Any, model: Any) -> bool:
@@ -167,7 +178,28 @@ def champion_change_text(promo: Any, model: Any) -> str:
     """
     label = f"run {model.run_id}" if model.run_id is not None else "the base model"
     verb = "rolled back to" if is_rollback(promo, model) else "promoted"
-    return f"{verb} {label} at {local_text(promo.decided_at)} by {promo.decided_by} ({promo.reason})"
+    return (
+        f"{verb} {label} at {local_text(promo.decided_at)} by {promo.decided_by} ({promo.reason})"
+    )
+
+
+def command_changes(registry: Any, runs: Sequence[Any]) -> dict[int, list[str]]:
+    """Champion changes no run made (``nightshift rollback``: a promotion-log row without a run),
+    in words, keyed by the newest of ``runs`` created before each (0 when none is).
+
+    ``history`` and the index page show them under that run, so a rollback between two
+    nights is never invisible.
+    """
+    out: dict[int, list[str]] = {}
+    for promo in registry.promotions():
+        if promo.run_id is not None:
+            continue
+        before = [
+            r.id for r in runs if r.created_at is not None and r.created_at <= promo.decided_at
+        ]
+        text = champion_change_text(promo, registry.get_model(promo.to_model_id))
+        out.setdefault(max(before, default=0), []).append(text)
+    return out
 
 
 def summarize_run(run: Any) -> RunSummary:
@@ -180,7 +212,9 @@ def summarize_run(run: Any) -> RunSummary:
             decision = {}
     composite = decision.get("composite") or {}
     reason = ""
-    if run.failure_reason:  # failed, interrupted, or a manual decision (which names the gate's advice)
+    if (
+        run.failure_reason
+    ):  # failed, interrupted, or a manual decision (which names the gate's advice)
         reason = run.failure_reason.strip().splitlines()[0]
     elif decision:
         reason = gate_reason(decision)
@@ -206,11 +240,12 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def history_table(rows: list[RunSummary]) -> str:
+def history_table(rows: list[RunSummary], changes: dict[int, list[str]] | None = None) -> str:
     """A fixed-width table, header first, one run per line (newest first as given).
 
     Columns: run, trigger, started (local time), duration, outcome, composite
-    delta, reason (cut to :data:`REASON_CHARS`).
+    delta, reason (cut to :data:`REASON_CHARS`). ``changes`` (:func:`command_changes`) adds a
+    ``champion ... after run N`` line above run N for each change no run made (``nightshift rollback``).
     """
     header = ("run", "trigger", "started", "duration", "outcome", "delta", "reason")
     body = [
@@ -218,7 +253,9 @@ def history_table(rows: list[RunSummary]) -> str:
             str(r.run_id),
             r.trigger,
             local_text(r.started_at),
-            duration_text(r.duration_s) if r.duration_s is not None else ("running" if r.started_at else "-"),
+            duration_text(r.duration_s)
+            if r.duration_s is not None
+            else ("running" if r.started_at else "-"),
             r.status,
             f"{r.composite_delta:+.4f}" if r.composite_delta is not None else "-",
             _cut(r.reason, REASON_CHARS) or "-",
@@ -228,6 +265,13 @@ def history_table(rows: list[RunSummary]) -> str:
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *body]:
-        cells = [row[0].rjust(widths[0])] + [cell.ljust(w) for cell, w in zip(row[1:-1], widths[1:], strict=True)]
+        if row is not header and changes:
+            lines += [
+                f"{'':>{widths[0]}}  champion {c} (after run {row[0]})"
+                for c in reversed(changes.get(int(row[0]), []))
+            ]
+        cells = [row[0].rjust(widths[0])] + [
+            cell.ljust(w) for cell, w in zip(row[1:-1], widths[1:], strict=True)
+        ]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
     return "\n".join(lines)

@@ -100,6 +100,9 @@ class NightRow:
     """(champion, challenger) composite when decided."""
     headline: str = ""
     """The outcome in one sentence (:func:`daemon.runsummary.headline`)."""
+    changes: tuple[str, ...] = ()
+    """Champion changes made by a command (``nightshift rollback``) after this run and before the
+    next one, in words with their local time (:func:`daemon.runsummary.command_changes`)."""
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from daemon.report.content import (
 from daemon.report.content import (
     composition_note as composition_note,
 )
-from daemon.runsummary import champion_change_text, headline
+from daemon.runsummary import champion_change_text, command_changes, headline
 from daemon.verdicts import Decision
 
 ROLES = ("base", "champion", "challenger")
@@ -101,12 +101,13 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
             if m:
                 previous_losses.append(_curve(r.id, m, None))
 
-    target = current_target(cfg.paths.state_dir)
+    target, since = _night_champion(cfg, registry, run)
     promoted_tonight = status is RunStatus.PROMOTED
     serving = {
         "current": str(target) if target else None,
         "swapped_tonight": promoted_tonight,
-        "note": _serving_note(status, target, cfg.serving.mode),
+        "note": _serving_note(status, target, cfg.serving.mode, since=bool(since)),
+        "since": since,
     }
     stopped_in = next((s[0] for s in stages if s[1] in ("failed", "interrupted")), None)
     composite = None
@@ -150,7 +151,7 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
         serving=serving,
         extras=_extras(registry, run, rows_by_role),
         composition=load_composition(run.run_dir),
-        consequence=_consequence(status, run.id, decision),
+        consequence=_consequence(status, run.id, decision, since=bool(since)),
         pending=[(r.id, _iso(since)) for r, since in registry.pending_approvals() if r.id < run_id],
         recoveries=_recoveries(registry, run, history),
     )
@@ -195,10 +196,6 @@ def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[An
             shares.append(f"{role} {cut / replies:.1%} ({cut}/{replies}{': ' + worst if worst else ''})")
     if shares:
         out["replies cut at max_tokens"] = "; ".join(shares)
-    if run.finished_at is not None:  # a later champion change (nightshift rollback, a later night)
-        later = [p for p in registry.promotions() if p.run_id != run.id and p.decided_at > run.finished_at]
-        if later:
-            out["champion since"] = champion_change_text(later[-1], registry.get_model(later[-1].to_model_id))
     handoffs = getattr(registry, "handoffs", None)
     if handoffs is not None:
         for row in handoffs(run.id):  # the promotion's hand-off, then the rollback's when it failed
@@ -216,7 +213,10 @@ def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[An
 def gather_history(registry: Registry, limit: int = 10_000) -> tuple[list[NightRow], list[TrendPoint]]:
     """Every run (newest first) for the history index, and the trend of decided nights."""
     runs = registry.runs(limit=limit)
-    return [night_row(r) for r in runs], _trend(runs[: TREND_NIGHTS + 1])
+    changes = command_changes(registry, runs)
+    rows = [night_row(r) for r in runs]
+    rows = [replace(row, changes=tuple(changes.get(row.run_id, ()))) for row in rows]
+    return rows, _trend(runs[: TREND_NIGHTS + 1])
 
 
 def night_row(run: Any) -> NightRow:
@@ -274,10 +274,40 @@ def _snapshot(raw: str | None) -> dict[str, Any]:
     return snap if isinstance(snap, dict) else {}
 
 
-def _consequence(status: RunStatus, run_id: int, d: Decision | None) -> str:
+def _consequence(status: RunStatus, run_id: int, d: Decision | None, *, since: bool = False) -> str:
+    """What the outcome meant for the champion that night (``since``: the champion changed
+    later, so present-tense advice would be false; the "Since then" note says what changed)."""
     if status is RunStatus.REJECTED and d is not None and d.promote:
-        return "The gate recommended promotion; an operator rejected it. The champion stays."
+        return "The gate recommended promotion; an operator rejected it." + ("" if since else " The champion stays.")
+    if since and status is RunStatus.PROMOTED:
+        return "The challenger became the champion."
+    if since and status is not RunStatus.AWAITING_APPROVAL:
+        text = CONSEQUENCES.get(status, "").replace("; the champion stays.", ".").replace("The champion stays.", "The champion stayed.")
+        return text.replace("the previous champion is back.", "the previous champion was put back.")
     return CONSEQUENCES.get(status, "").format(id=run_id)
+
+
+def _night_champion(cfg: Config, registry: Registry, run: Any) -> tuple[Path | None, str | None]:
+    """The release ``current`` named when ``run`` ended, and the latest later champion change in words.
+
+    A report describes its own night: a ``nightshift rollback`` or a later night's promotion
+    must not rewrite what this night served. Returns ``(release or None for the base model,
+    "Since then: rolled back to run 1 at <local time> by alice (...)" or None)``. A run that
+    has not ended reads today's ``current``.
+    """
+    if run.finished_at is None:
+        return current_target(cfg.paths.state_dir), None
+    promos = registry.promotions()
+    own = [p for p in promos if p.run_id == run.id or p.decided_at <= run.finished_at]
+    later = [p for p in promos if p.run_id != run.id and p.decided_at > run.finished_at]
+    if not own:  # nothing promoted by then: the base model (or a release older than the log)
+        target = None if later else current_target(cfg.paths.state_dir)
+    else:
+        target = Path(own[-1].release_path) if own[-1].release_path else None
+    since = None
+    if later:
+        since = "Since then: " + champion_change_text(later[-1], registry.get_model(later[-1].to_model_id)) + "."
+    return target, since
 
 
 def _reason(status: RunStatus, d: Decision | _GateSummary | None, failure: str | None) -> str:
@@ -292,7 +322,17 @@ def _reason(status: RunStatus, d: Decision | _GateSummary | None, failure: str |
     return d.summary if status is not RunStatus.AWAITING_APPROVAL else f"the gate recommends: {d.summary}"
 
 
-def _serving_note(status: RunStatus, target: Path | None, mode: str = "none") -> str:
+def _serving_note(status: RunStatus, target: Path | None, mode: str = "none", *, since: bool = False) -> str:
+    """The Serving section's sentence about this night (``since``: the champion changed later, so
+    no advice about what to serve now: the "Since then" note follows)."""
+    if since:
+        if status is RunStatus.ROLLED_BACK:
+            return "That night's promotion was rolled back: the champion and `current` were the previous release again."
+        if status is RunStatus.PROMOTED:
+            return "`current` was swapped that night" + (" and handed to the server (see hand-off)." if mode != "none" else ".")
+        if target is None:
+            return "That night `current` named no release: the base model was served."
+        return "That night's run changed nothing that is served."
     if status is RunStatus.ROLLED_BACK:
         return "The promotion was rolled back: the champion and `current` are the previous release again (see hand-off)."
     if target is None:

@@ -111,6 +111,8 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
     b.append(f'<p class="headline">{h(data.headline)}</p>')  # the one sentence --run-now and notifications print
     if data.consequence:
         b.append(f"<p>{_prose(data.consequence)}</p>")
+    if data.serving.get("since"):  # a later champion change, dated, apart from what this night did
+        b.append(f"<p><b>{h(data.serving['since'])}</b></p>")
     for run_id, since in data.pending:  # a decision still waits while later nights train
         b.append(f"<p><b>Pending:</b> run {run_id} awaits approval since {h(since or '?')}: run "
                  f"<code>nightshift approve {run_id}</code> or <code>nightshift reject {run_id}</code>.</p>")
@@ -194,6 +196,8 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
     if cur:
         b.append(f"<p><code>current</code> → <code>{h(cur)}</code></p>")
     b.append(f"<p>{_prose(data.serving['note'])}</p>")
+    if data.serving.get("since"):
+        b.append(f"<p>{h(data.serving['since'])}</p>")
     return _page(f"nightshift run {data.run_id}: {data.status}", b)
 
 
@@ -288,6 +292,8 @@ def render_index(
         name = f"run-{r.run_id:04d}"
         link = f'<a href="{name}.html">{r.run_id}</a>' if r.run_id in have_html else str(r.run_id)
         comp = f"{r.composite[0]:.4f} → {r.composite[1]:.4f}" if r.composite else "–"
+        for change in reversed(r.changes):  # a `nightshift rollback` after this night: its own row
+            table_rows.append(["", "", "champion change", "", h(change), ""])
         table_rows.append([link, h(r.date), h(r.status), comp, h(r.reason, 160), f'<a href="{name}.md">md</a>'])
     b.append(_table(["run", "started (UTC)", "status", "composite", "reason", "text"], table_rows, num=[0]))
     return _page("nightshift: every night", b)

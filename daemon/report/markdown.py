@@ -47,6 +47,8 @@ def render_markdown(data: ReportData) -> str:
     lines += [f"**{md_inline(data.headline, None)}**", ""]  # the one sentence --run-now and notifications print
     if data.consequence:
         lines += [data.consequence, ""]
+    if data.serving.get("since"):  # a later champion change, dated, apart from what this night did
+        lines += [md_inline(data.serving["since"], None), ""]
     for run_id, since in data.pending:  # a decision still waits while later nights train
         lines += [f"Pending: run {run_id} awaits approval since {since or '?'}: run `nightshift approve {run_id}` "
                   f"or `nightshift reject {run_id}`.", ""]
@@ -148,6 +150,8 @@ def render_markdown(data: ReportData) -> str:
         lines.append(f"`current` -> {md_inline(cur, None)}")
         lines.append("")
     lines.append(data.serving["note"])
+    if data.serving.get("since"):
+        lines += ["", md_inline(data.serving["since"], None)]
     return "\n".join(lines) + "\n"
 
 

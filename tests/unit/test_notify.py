@@ -204,7 +204,7 @@ def test_nightshift_rollback_is_notified(tmp_path: Path, hook: _Hook) -> None:
     report = Path(body["report"])
     assert report.stem == f"run-{second:04d}"  # the newest report, rewritten: it names the rollback
     text = report.with_suffix(".md").read_text()
-    assert f"champion since: rolled back to run {first} at " in text and "by alice" in text
+    assert f"Since then: rolled back to run {first} at " in text and "by alice" in text
     assert last_notice_status(tmp_path / "state") == {"run_id": None, "at": last_notice_status(tmp_path / "state")["at"],  # type: ignore[index]
                                                      "results": [{"channel": "webhook", "ok": True, "error": None}]}
 

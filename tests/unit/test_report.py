@@ -329,3 +329,40 @@ def test_status_says_since_when_a_run_awaits_approval(night: tuple) -> None:
     text = render_status(status)
     assert f"approval:   run {waiting} awaits approval since 2026-11-20 " in text
     assert "recovered:  2026-11-20T01:00:00+00:00 mark_dead_run: run 7 was marked interrupted (pid 4242 is gone)" in text
+
+
+def test_a_later_rollback_does_not_rewrite_what_a_night_served(night: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10 review, defect 1: after `nightshift rollback` a promoted night's report said "The
+    challenger is the new champion." beside "champion since: rolled back", its Serving section named
+    today's `current` as swapped that night, and a rejected night's said "No release has been
+    promoted yet"; `history` and index.html never showed the rollback."""
+    from daemon.report.data import gather_history
+    from daemon.report.html import render_index
+    from daemon.runsummary import command_changes, history_table, summarize_run
+
+    cfg, reg, state = night
+    first = make_night(cfg, reg, "promoted")
+    second = make_night(cfg, reg, "promoted")
+    rejected = make_night(cfg, reg, "rejected")
+    monkeypatch.setattr(clock, "now", lambda: datetime(2026, 11, 20, 9, 12, tzinfo=UTC))
+    one = reg.get_model(reg.get_run(first).challenger_model_id)
+    reg.record_promotion(run_id=None, from_model_id=reg.get_run(second).challenger_model_id, to_model_id=one.id,
+                         release_path=str(state / "releases" / "run-0001"), decided_by="alice",
+                         reason="nightshift rollback by alice from run-0002: bad replies", finish_run=False)
+    text = render_report(cfg, reg, second)
+    assert "The challenger is the new champion." not in text and "The challenger became the champion." in text
+    assert "`current` -> <TMP>/state/releases/run-0002".replace("<TMP>", str(state.parent)) in text.replace("\\_", "_")
+    assert "Since then: rolled back to run 1 at 2026-11-20 " in text and "by alice" in text
+    assert "champion since" not in text
+    later = render_report(cfg, reg, rejected)
+    assert "No release has been promoted yet" not in later and "keep serving" not in later
+    assert "The champion stayed." in later and "Since then: rolled back to run 1" in later
+    assert "releases/run-0002" in later.replace("\\_", "_")  # what that night served
+    runs = reg.runs(10)
+    table = history_table([summarize_run(r) for r in runs], command_changes(reg, runs))
+    lines = table.splitlines()
+    change = next(i for i, line in enumerate(lines) if "champion rolled back to run 1" in line)
+    assert f"(after run {rejected})" in lines[change] and lines[change + 1].lstrip().startswith(str(rejected))
+    rows, trend = gather_history(reg)
+    page = render_index(rows, [], have_html=set())
+    assert "champion change" in page and "rolled back to run 1" in page

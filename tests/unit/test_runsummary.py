@@ -154,4 +154,4 @@ def test_status_after_a_rollback_names_it(tmp_path: Path) -> None:
     assert data["champion"]["rolled_back"] is True and data["last_event"]["kind"] == "rollback"
     # the newest report is rewritten (no notification configured): it names the rollback too
     report = (tmp_path / "state" / "reports" / "run-0002.md").read_text()
-    assert f"champion since: rolled back to run {first} at " in report
+    assert f"Since then: rolled back to run {first} at " in report
