@@ -204,7 +204,9 @@ def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[An
                 out[key] = f"not handed off: {row.verdict}"
                 continue
             verdict = "verified" if row.ok else "NOT verified"
-            reason = f"; {row.reason}" if getattr(row, "reason", None) and not row.ok else ""
+            why = getattr(row, "reason", None) or ""
+            # the probe verdict is the reason's first words ("<verdict> at <url>"): say it once
+            reason = f"; {why}" if why and not row.ok and not why.startswith(row.verdict) else ""
             where = f", {row.url}" if getattr(row, "url", None) else ""
             out[key] = f"{verdict} ({row.mode}{where}, {row.duration_s:.1f} s): {row.verdict}{reason}"
     return out

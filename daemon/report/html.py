@@ -124,8 +124,8 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
     cur = data.serving.get("current")
     kpis.append(f"<div>served release<b>{h(_tail(cur) if cur else 'base model')}</b>"
                 f"{'swapped tonight' if data.serving.get('swapped_tonight') else 'unchanged tonight'}</div>")
-    for key, value in sorted(data.extras.items()):
-        kpis.append(f"<div>{h(key)}<b>{h(value, 80)}</b></div>")
+    for key, value in sorted(data.extras.items()):  # a hand-off line in full: it carries the probe match
+        kpis.append(f"<div>{h(key)}<b>{h(value, None if key in HANDOFF_KEYS else 80)}</b></div>")
     when = f"finished {data.finished_at}" if data.finished_at else (
         "waiting for an operator" if data.status == "awaiting_approval" else "still running")
     kpis.append(f"<div>started<b>{h((data.started_at or '?').replace('T', ' '))}</b>{h(data.trigger)} · {h(when)}</div>")
@@ -196,9 +196,16 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
     if cur:
         b.append(f"<p><code>current</code> → <code>{h(cur)}</code></p>")
     b.append(f"<p>{_prose(data.serving['note'])}</p>")
+    for key in HANDOFF_KEYS:  # the probe match, in full, where the note points
+        if key in data.extras:
+            b.append(f"<p><b>{h(key)}:</b> {h(data.extras[key])}</p>")
     if data.serving.get("since"):
         b.append(f"<p>{h(data.serving['since'])}</p>")
     return _page(f"nightshift run {data.run_id}: {data.status}", b)
+
+
+HANDOFF_KEYS = ("hand-off", "rollback hand-off")
+"""The ``extras`` keys of the serving hand-off lines (shown in full, never cut)."""
 
 
 def _tail(path: str) -> str:

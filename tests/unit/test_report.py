@@ -366,3 +366,25 @@ def test_a_later_rollback_does_not_rewrite_what_a_night_served(night: tuple, mon
     rows, trend = gather_history(reg)
     page = render_index(rows, [], have_html=set())
     assert "champion change" in page and "rolled back to run 1" in page
+
+
+def test_the_hand_off_line_shows_the_probe_match_in_full_once(night: tuple, no_figures: None) -> None:
+    """Issue 10 review, defect 2: the HTML hand-off card cut the probe match at 80 characters
+    ("16/16 prob…") and a failed hand-off repeated its verdict ("...; <verdict> at <url>")."""
+    from daemon.report.html import render_html
+
+    cfg, reg, state = night
+    rid = make_night(cfg, reg, "rolled_back")
+    at = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
+    ok = "served = run-0001: 16/16 probes identical (none of them tells run-0001 from the base model)"
+    bad = "the server still serves the base model: 16/16 distinguishing probes match the base model, 0/16 match run-0001"
+    common = {"run_id": rid, "mode": "managed", "release_path": str(state / "releases" / "run-0001"),
+              "served_run_id": None, "url": "http://127.0.0.1:5113", "duration_s": 3.8, "probes": "{}", "finished_at": at}
+    reg.add_handoff(kind="promotion", ok=False, verdict=bad, reason=f"{bad} at http://127.0.0.1:5113", **common)
+    reg.add_handoff(kind="auto-rollback", ok=True, verdict=ok, reason=None, **common)
+    data = gather_report(cfg, reg, rid)
+    assert data.extras["hand-off"].count("still serves the base model") == 1
+    page = render_html(data)
+    assert page.count("0/16 match run-0001") >= 2 and "16/16 probes identical (none of them tells" in page
+    assert "prob…" not in page
+    assert "0/16 match run-0001" in render_report(cfg, reg, rid)
