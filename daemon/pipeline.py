@@ -640,13 +640,22 @@ def promote_run(
 
 
 def timed_stage(registry: Registry, run_id: int, name: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` as a recorded stage of ``run_id`` (a ``run_stages`` row with outcome and duration)."""
+    """Run ``fn`` as a recorded stage of ``run_id`` (a ``run_stages`` row with outcome and duration).
+
+    The outcome is ``failed`` when ``fn`` raises, and also when it returns a result whose
+    ``ok`` attribute is False (a hand-off reports its failure as a result, not an exception);
+    that result's ``reason`` goes into the ``stage`` log event.
+    """
     stage_id = registry.start_stage(run_id, name)
     started = time.monotonic()
     outcome = "failed"
+    reason: str | None = None
     try:
         result = fn()
-        outcome = "ok"
+        if getattr(result, "ok", True) is False:
+            reason = getattr(result, "reason", None)
+        else:
+            outcome = "ok"
         return result
     except Interrupted:
         outcome = "interrupted"
@@ -654,7 +663,7 @@ def timed_stage(registry: Registry, run_id: int, name: str, fn: Callable[[], T])
     finally:
         duration = time.monotonic() - started
         registry.finish_stage(stage_id, duration_s=duration, outcome=outcome)
-        log.info("stage", run_id=run_id, stage=name, duration_s=round(duration, 3), outcome=outcome)
+        log.info("stage", run_id=run_id, stage=name, duration_s=round(duration, 3), outcome=outcome, reason=reason)
 
 
 def promote_and_hand_off(

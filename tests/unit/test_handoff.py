@@ -240,3 +240,19 @@ def test_a_run_killed_while_handing_off_is_promoted_or_rolled_back_by_recovery(t
     assert "never verified" in actions[0].detail
     assert reg.get_run(run_id).status == "promoted"
     reg.close()
+
+
+def test_a_failed_handoff_is_a_failed_stage_and_the_rollback_its_own_row(tmp_path: Path, stub: str) -> None:
+    """Reviewer defect: a failed hand-off was recorded as `| handoff | ok |` (hand_off returns its failure)."""
+    from daemon.pipeline import timed_stage
+
+    cfg, reg, old, new = world(tmp_path, stub, "true")  # the server keeps serving run-0001
+
+    def stage(name: str, fn):  # type: ignore[no-untyped-def]
+        return timed_stage(reg, 2, name, fn)
+
+    out = hand_off_or_roll_back(cfg, reg, ServingSession(cfg), new=new, previous=old, since=time.time(), run_id=2,
+                                kind="promotion", record_stage=stage)
+    assert not out.kept
+    assert [(st.stage, st.outcome) for st in reg.stages(2)] == [("handoff", "failed"), ("rollback", "ok")]
+    reg.close()
