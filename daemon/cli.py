@@ -89,6 +89,10 @@ def _count(n: int) -> str:
 FORCE_HELP = "Train even when nothing changed since the champion's run or the last decided run."
 
 
+ROLLED_BACK_ERROR = "run {run_id} was promoted, then rolled back (the reason is on the line above and in the report)"
+"""The ``Error:`` line of a command whose promotion was rolled back; the summary line above it gives the reason."""
+
+
 def _run_now(config_path: str | None, profile: str | None, force: bool = False) -> None:
     from daemon.pipeline import record_config_failure, run_pipeline
 
@@ -111,7 +115,8 @@ def _run_now(config_path: str | None, profile: str | None, force: bool = False) 
         progress.close()
     click.echo(run_outcome_line(cfg, outcome.run_id))
     if outcome.status.value == "rolled_back":  # the night did not leave the promoted model serving
-        raise NightshiftError(f"run {outcome.run_id} was promoted, then rolled back: {outcome.reasons[-1]}")
+        raise NightshiftError(ROLLED_BACK_ERROR.format(run_id=outcome.run_id))
+
 
 
 def run_outcome_line(cfg: Config, run_id: int) -> str:
@@ -246,11 +251,15 @@ def report(run_id: int | None, config_path: str | None, profile: str | None, pat
 
 
 def _decide_manually(run_id: int, config_path: str | None, profile: str | None, approve: bool, who: str | None) -> None:
+    from daemon.logs import configure_logging
     from daemon.pipeline import finish_manual_decision
 
     cfg = load(config_path, profile)
+    configure_logging(cfg.paths.state_dir, console=False)  # log events go to the file, not the terminal
     outcome = finish_manual_decision(cfg, run_id, approve=approve, decided_by=who)
-    click.echo(f"run {run_id}: {outcome}")
+    click.echo(run_outcome_line(cfg, run_id))
+    if outcome == "rolled_back":
+        raise NightshiftError(ROLLED_BACK_ERROR.format(run_id=run_id))
 
 
 @cli.command()

@@ -45,8 +45,10 @@ def configure_logging(
 
     Args:
         state_dir: the state directory; ``logs/`` is created inside it.
-        console: readable output at ``level`` on stderr; None means "when
-            stderr is a terminal". When False, stderr still gets warnings and errors.
+        console: True: readable output at ``level`` on stderr (``nightshift start``
+            on a terminal); None: that when stderr is a terminal, else warnings and
+            errors only (a daemon's stderr file); False: nothing on stderr, the file
+            only (a command that prints its own summary line).
         level: the lowest level written to the file (a ``logging`` constant).
 
     Returns:
@@ -62,6 +64,7 @@ def configure_logging(
     ensure_private_dir(path.parent)
     if path.is_symlink():
         raise planted_link_error(path)
+    quiet = console is False
     if console is None:
         console = sys.stderr.isatty()
 
@@ -112,7 +115,7 @@ def configure_logging(
     for old in [h for h in root.handlers if getattr(h, _HANDLER_TAG, False)]:
         root.removeHandler(old)
         old.close()
-    for handler in (file_handler, console_handler):
+    for handler in (file_handler,) if quiet else (file_handler, console_handler):
         setattr(handler, _HANDLER_TAG, True)
         root.addHandler(handler)
     root.setLevel(level)

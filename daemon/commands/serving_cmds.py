@@ -120,10 +120,12 @@ def releases(config_path: str | None, profile: str | None, as_json: bool) -> Non
 @click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
 def gc(config_path: str | None, profile: str | None, dry_run: bool) -> None:
     """Remove old releases (beyond retention.keep_releases) and old training checkpoints."""
+    from daemon.logs import configure_logging
     from daemon.pipeline import locked_registry
     from daemon.serving.releases import apply_gc, plan_gc
 
     cfg = load(config_path, profile)
+    configure_logging(cfg.paths.state_dir, console=False)
     with locked_registry(cfg.paths.state_dir) as (_lock, registry):
         plan = plan_gc(cfg, registry)
         verb = "would remove" if dry_run else "removed"

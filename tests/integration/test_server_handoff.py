@@ -117,8 +117,10 @@ def test_hook_that_does_nothing_fails_verification_and_is_rolled_back(demo_works
         assert night.returncode == 1
         assert "run 1: rolled back: hand-off of run-0001 failed:" in night.stdout
         error = night.stderr.strip().splitlines()[-1]  # progress lines come before it
-        assert error.startswith("Error: run 1 was promoted, then rolled back: hand-off of run-0001 failed:")
-        assert "the server still serves the base model" in error and url in error
+        assert error == "Error: run 1 was promoted, then rolled back (the reason is on the line above and in the report)"
+        assert "the server still serves the base model" in night.stdout and url in night.stdout
+        assert night.stdout.count("the server still serves the base model") == 1  # the reason once, no log lines
+        assert "handoff_failed" not in night.stderr
         state = demo_workspace / "state"
         assert champion_and_current(state) == ("", None)  # champion and current agree: the base model
         report = (state / "reports" / "run-0001.md").read_text()
@@ -175,8 +177,8 @@ def test_busy_port_during_the_handoff_rolls_the_promotion_back(demo_workspace: P
         assert night.returncode == 1, night.stderr
         assert "run 1: rolled_back" in night.stdout
         error = night.stderr.strip().splitlines()[-1]
-        assert error.startswith("Error: run 1 was promoted, then rolled back: hand-off of run-0001 failed:")
-        assert f"port {port} on 127.0.0.1 is already in use" in error
+        assert error.startswith("Error: run 1 was promoted, then rolled back (")
+        assert f"port {port} on 127.0.0.1 is already in use" in night.stdout
         state = demo_workspace / "state"
         assert champion_and_current(state) == ("", None)  # the base model again; current removed
         con = sqlite3.connect(state / "registry.sqlite")

@@ -211,3 +211,30 @@ def test_every_command_takes_the_one_shared_config_option_set() -> None:
             continue
         for name, param in mine.items():
             assert (param.opts, param.help) == (shared[name].opts, shared[name].help), (path, name)
+
+
+def test_approve_prints_the_summary_line_and_keeps_log_events_in_the_file(tmp_path: Path) -> None:
+    """Reviewer defect: `approve 2` printed 5 raw log lines, then only "run 2: promoted" (no reason, report)."""
+    import json
+
+    import structlog
+
+    from daemon.registry import Registry, RunStatus
+    from tests.faults.state import trained_run
+
+    structlog.reset_defaults()  # as in a fresh process: unconfigured structlog prints to stdout
+    state = tmp_path / "state"
+    cfg = tmp_path / "nightshift.yaml"
+    cfg.write_text(json.dumps({"paths": {"state_dir": str(state)}}))
+    reg = Registry.open(state)
+    run_id = trained_run(reg, state, 1)
+    reg.transition(run_id, RunStatus.AWAITING_APPROVAL)
+    reg.update_run(run_id, decision=json.dumps({"promote": True, "summary": "PROMOTE: all checks passed"}))
+    reg.close()
+    result = CliRunner().invoke(cli, ["approve", str(run_id), "-c", str(cfg), "--by", "root"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1, lines  # one summary line, no log lines
+    assert lines[0].startswith(f"run {run_id}: promoted") and "report: " in lines[0]
+    events = [json.loads(x)["event"] for x in (state / "logs" / "nightshift.jsonl").read_text().splitlines()]
+    assert "promoted" in events

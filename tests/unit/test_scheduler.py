@@ -599,3 +599,29 @@ def test_configure_logging_writes_json_lines_for_structlog_and_stdlib(tmp_path: 
     assert records[0]["run_id"] == 3 and records[0]["stage"] == "train" and records[0]["level"] == "info"
     assert records[1]["logger"] == "apscheduler.scheduler"
     assert records[0]["timestamp"].endswith("Z")
+
+
+def test_console_false_keeps_even_errors_off_the_terminal(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Reviewer defect: `--run-now` printed a raw `[error ] handoff_failed` line before its own summary."""
+    import json
+    import logging
+
+    import structlog
+
+    from daemon.logs import configure_logging
+
+    root = logging.getLogger()
+    before = list(root.handlers), root.level
+    try:
+        path = configure_logging(tmp_path, console=False)
+        structlog.get_logger("nightshift").error("handoff_failed", target="run-0001", reason="r")
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        for handler in [h for h in root.handlers if h not in before[0]]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(before[1])
+        structlog.reset_defaults()
+    assert "handoff_failed" not in capfd.readouterr().err
+    assert json.loads(path.read_text().splitlines()[-1])["event"] == "handoff_failed"
