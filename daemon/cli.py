@@ -301,8 +301,29 @@ def demo(workspace: Path, no_run: bool, iters: int) -> None:
     if no_run:
         return
     _run_now(str(config_path), None)
-    click.echo(f"next: nightshift -c {config_path} status   |   nightshift -c {config_path} --run-now")
-    click.echo(f"      nightshift -c {config_path} rollback (back to the previous champion, handed off and verified)")
+    exe = invoked_as()
+    click.echo(f"next: {exe} -c {config_path} status")
+    click.echo(f"      {exe} -c {config_path} --run-now --force (trains again; without --force an unchanged night is skipped)")
+    click.echo(f"      {exe} -c {config_path} rollback (back to the previous champion, handed off and verified)")
+
+
+def invoked_as(argv0: str | None = None) -> str:
+    """How to run this nightshift again from the current directory: ``nightshift`` when that name on
+    PATH is this executable, else its path (``.venv/bin/nightshift``, relative when under the current
+    directory), or ``PYTHON -m daemon`` when started that way."""
+    import shutil
+
+    arg = Path(argv0 if argv0 is not None else sys.argv[0])
+    if arg.name in ("__main__.py", "-m", "-c") or not arg.name.startswith("nightshift"):
+        return f"{sys.executable} -m daemon"
+    on_path = shutil.which(arg.name)
+    if on_path is not None and arg.exists() and Path(on_path).resolve() == arg.resolve():
+        return arg.name
+    path = arg.absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _register_optional_commands() -> None:

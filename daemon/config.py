@@ -363,7 +363,7 @@ def load_config(path: str | os.PathLike[str], profile: str | None = None) -> Con
     if not path.is_file():
         raise ConfigError(
             f"Config file not found: {path}. Pass --config PATH, set ${CONFIG_ENV}, "
-            f"or create it (see configs/demo.yaml for an annotated example)."
+            f"or create it (`nightshift demo --no-run` writes an annotated example: demo-workspace/nightshift.yaml)."
         )
     raw = load_yaml_file(path, what="Config file", error=ConfigError)
     if raw is None:

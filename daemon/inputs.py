@@ -78,14 +78,15 @@ def unchanged_reason(champion_run_id: int, champion: TrainingInputs, current: Tr
 
     Returns:
         e.g. ``nothing changed since run 3 trained the champion (base model, dataset,
-        training config, mlx and mlx-lm versions): skipped; nightshift run-now --force trains anyway``.
+        training config, mlx and mlx-lm versions): training again would reproduce it
+        (nightshift run-now --force trains anyway)``; the headline says "skipped" before it.
     """
     if changes(champion, current):
         return None
     return (
         f"nothing changed since run {champion_run_id} trained the champion (base model, dataset, "
-        "training config, mlx and mlx-lm versions): training again would reproduce it; "
-        "skipped (nightshift run-now --force trains anyway)"
+        "training config, mlx and mlx-lm versions): training again would reproduce it "
+        "(nightshift run-now --force trains anyway)"
     )
 
 
@@ -167,7 +168,7 @@ def skip_reason(
     return (
         f"nothing changed since run {decided.run_id} ({decided.outcome.replace('_', ' ')}): same base model, "
         "dataset, training config, mlx and mlx-lm versions, champion, eval suite and gate; training again "
-        "would reproduce its outcome; skipped (nightshift run-now --force trains anyway)"
+        "would reproduce its outcome (nightshift run-now --force trains anyway)"
     )
 
 

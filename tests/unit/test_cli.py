@@ -238,3 +238,29 @@ def test_approve_prints_the_summary_line_and_keeps_log_events_in_the_file(tmp_pa
     assert lines[0].startswith(f"run {run_id}: promoted") and "report: " in lines[0]
     events = [json.loads(x)["event"] for x in (state / "logs" / "nightshift.jsonl").read_text().splitlines()]
     assert "promoted" in events
+
+
+def test_the_demo_hint_names_the_executable_actually_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reviewer defect: after `make demo` the hint said a bare `nightshift`, not on PATH for a venv install."""
+    from daemon.cli import invoked_as
+
+    exe = tmp_path / ".venv" / "bin" / "nightshift"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert invoked_as(".venv/bin/nightshift") == ".venv/bin/nightshift"
+    assert invoked_as(str(exe)) == ".venv/bin/nightshift"  # relative to the current directory
+    monkeypatch.setenv("PATH", str(exe.parent))
+    assert invoked_as(str(exe)) == "nightshift"  # on PATH: the bare name works
+    assert invoked_as("/x/daemon/__main__.py") == f"{sys.executable} -m daemon"
+
+
+def test_missing_config_points_at_an_example_a_wheel_install_has(tmp_path: Path) -> None:
+    """Reviewer defect: the error pointed wheel users to configs/demo.yaml, which only a checkout has."""
+    from daemon.config import load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "missing.yaml")
+    assert "configs/demo.yaml" not in str(err.value) and "nightshift demo --no-run" in str(err.value)

@@ -17,6 +17,7 @@ from daemon.inputs import (
     training_section,
     unchanged_reason,
 )
+from daemon.runsummary import headline
 
 TRAINING = training_section(Config().to_dict())
 CHAMPION = TrainingInputs("base", "data", TRAINING, {"mlx": "0.32.4", "mlx-lm": "0.32.2"})
@@ -27,7 +28,8 @@ def test_identical_inputs_skip_with_a_one_line_reason() -> None:
     reason = unchanged_reason(3, CHAMPION, replace(CHAMPION))
     assert reason is not None and "\n" not in reason
     assert reason.startswith("nothing changed since run 3 trained the champion")
-    assert reason.endswith("skipped (nightshift run-now --force trains anyway)")
+    assert reason.endswith("would reproduce it (nightshift run-now --force trains anyway)")
+    assert headline("skipped", None, reason).count("skipped") == 1  # reviewer: "skipped: ...; skipped (...)"
 
 
 @pytest.mark.parametrize(
@@ -75,7 +77,8 @@ def test_a_night_equal_to_the_last_rejected_one_is_skipped_naming_it() -> None:
     reason = skip_reason(tonight, champion_run=(3, CHAMPION), decided=decided)
     assert reason is not None and "\n" not in reason
     assert reason.startswith("nothing changed since run 5 (rejected): ")
-    assert reason.endswith("skipped (nightshift run-now --force trains anyway)")
+    assert reason.endswith("its outcome (nightshift run-now --force trains anyway)")
+    assert headline("skipped", None, reason).count("skipped") == 1
     # the base is still the champion (no champion run): an equal rejected night is skipped too
     assert skip_reason(tonight, champion_run=None, decided=decided) == reason
     assert "awaiting approval" in (skip_reason(tonight, None, RecordedRun(6, "awaiting_approval", tonight)) or "")
