@@ -60,7 +60,7 @@ from typing import Any, Literal, cast
 
 from daemon.errors import SuiteError, excerpt
 from daemon.gate import CategoryPolicy
-from daemon.yamlfile import load_yaml_file, not_text_problem, parse_yaml
+from daemon.yamlfile import line_of, load_yaml_file, not_text_problem, parse_yaml
 
 Kind = Literal["choice", "label", "numeric", "json_schema", "judge", "refusal", "loss"]
 KINDS: tuple[str, ...] = ("choice", "label", "numeric", "json_schema", "judge", "refusal", "loss")
@@ -447,8 +447,10 @@ class _Loader:
                 try:
                     compiled = re.compile(pattern)
                 except re.error as exc:
+                    line = line_of(self.path, f"{where}.pattern")
                     self.err(
-                        f"{where}.pattern", f"not a valid regular expression ({exc}); fix the regex"
+                        f"{where}.pattern" + (f" (line {line})" if line else ""),
+                        f"not a valid regular expression ({exc}); fix the regex",
                     )
                 else:
                     if compiled.search("") is not None:

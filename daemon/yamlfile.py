@@ -37,7 +37,8 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: Node, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, MappingNode):
             seen: dict[Any, Node] = {}
-            for key_node, _ in node.value:
+            values: dict[Any, Node] = {}
+            for key_node, value_node in node.value:
                 if key_node.tag == MERGE_TAG:
                     continue
                 key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
@@ -47,14 +48,16 @@ class _StrictLoader(yaml.SafeLoader):
                     continue
                 if first is not None:
                     line = first.start_mark.line + 1
+                    sections = isinstance(values[key], MappingNode) and isinstance(value_node, MappingNode)
+                    advice = "merge the two sections" if sections else "keep one of the two"
                     raise ConstructorError(
                         None,
                         None,
-                        f"duplicate key {excerpt_key(key)} (first given on line {line}); "
-                        "give each key once (merge the two sections)",
+                        f"duplicate key {excerpt_key(key)} (first given on line {line}); give each key once ({advice})",
                         key_node.start_mark,
                     )
                 seen[key] = key_node
+                values[key] = value_node
         return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
 
 
@@ -94,6 +97,31 @@ def _describe(exc: yaml.YAMLError) -> str:
         parts = [p for p in (exc.context, exc.problem) if p]
         return "; ".join(parts) or "invalid YAML"
     return str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+
+
+def line_of(path: Path, key_path: str) -> int | None:
+    """The 1-based line of ``key_path`` (``categories[2].pattern``) in the YAML file ``path``, or None.
+
+    For an error found after loading (the loaded value is plain data without
+    positions): the file is composed again (nodes keep their marks) and walked.
+    None when the file cannot be read or parsed, or the path is not in it.
+    """
+    import re
+
+    try:
+        node: Node | None = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", key_path):
+        if isinstance(node, MappingNode) and name:
+            node = next((v for k, v in node.value if getattr(k, "value", None) == name), None)
+        elif isinstance(node, SequenceNode) and index and int(index) < len(node.value):
+            node = node.value[int(index)]
+        else:
+            return None
+        if node is None:
+            return None
+    return None if node is None else node.start_mark.line + 1
 
 
 def not_text_problem(path: Path, exc: UnicodeDecodeError) -> str:

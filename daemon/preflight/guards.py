@@ -19,7 +19,11 @@ def check_guards(cfg: Config) -> list[CheckResult]:
     try:
         result = check_suite_guards(cfg)
     except NightshiftError as exc:
-        return [CheckResult("suite.guards", Level.WARN, f"not checked: {exc}", 0.0)]
+        first, *rest = str(exc).splitlines() or [""]
+        details = tuple(line.strip().removeprefix("- ") for line in rest if line.strip())
+        if len(details) == 1:  # the table shows details only when there are several
+            first, details = f"{first} ({details[0]})", ()
+        return [CheckResult("suite.guards", Level.WARN, f"not checked: {first}", 0.0, details)]
     weak = [p for p in result.plans if not p.can_guard or not p.counted]
     src = f"paired SDs of run {result.from_run}" if result.from_run else "a prior SD of 0.5 (no night yet)"
     if not weak:

@@ -122,7 +122,10 @@ class PreflightReport:
         lines = [f"{'LEVEL':<5}  {'CHECK':<{width}}  {'TIME':>7}  MESSAGE"]
         for c in self.checks:
             label = c.level.value.upper() if c.level is not Level.OK else "ok"
-            lines.append(f"{label:<5}  {c.name:<{width}}  {c.duration_s:>6.2f}s  {c.message}")
+            first, *rest = c.message.splitlines() or [""]  # a cell is one line; more goes below it
+            lines.append(f"{label:<5}  {c.name:<{width}}  {c.duration_s:>6.2f}s  {first}")
+            for extra in rest:
+                lines.append(f"{'':<5}  {'':<{width}}  {'':>7}  {extra.strip()}")
             if c.level is not Level.OK and len(c.details) > 1:
                 for detail in c.details[:MAX_TABLE_DETAILS]:
                     lines.append(f"{'':<5}  {'':<{width}}  {'':>7}  - {detail}")

@@ -94,3 +94,18 @@ def test_deeply_nested_items_line_is_a_suite_problem_naming_its_line(tmp_path: P
     ((level, message),) = messages(run_preflight(cfg), "suite")
     assert level is Level.FAIL
     assert message.startswith(f"Invalid eval suite {tmp_path / 'suite.yaml'}: 1 problem(s); fix them and run again: items.jsonl:2: not valid JSON (maximum recursion depth exceeded")
+
+
+def test_guards_not_checked_keeps_the_table_cell_one_line(tmp_path: Path) -> None:
+    """Reviewer defect: "not checked" under suite.guards spilled the suite's multi-line problem list into the table."""
+    from daemon.config import config_from_dict
+    from daemon.preflight.guards import check_guards
+    from daemon.preflight.report import PreflightReport
+
+    (tmp_path / "suite.yaml").write_text("categories:\n  - {name: a, kind: nope}\n  - {name: b, kind: nope}\n")
+    cfg = config_from_dict({"paths": {"eval_suite": "suite.yaml", "state_dir": "state"}}, base_dir=tmp_path)
+    (res,) = check_guards(cfg)
+    assert "\n" not in res.message and res.message.startswith("not checked: Invalid eval suite")
+    assert len(res.details) == 2 and all(d.startswith("categories[") for d in res.details)
+    table = PreflightReport([res]).render_table().splitlines()
+    assert table[1].startswith("WARN ") and table[2].strip().startswith("- categories[0].kind")

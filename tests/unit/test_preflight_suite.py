@@ -64,7 +64,7 @@ categories:
 NUMBERS = '{"id": "a", "prompt": "2+2?", "gold": 4}\n{"id": "b", "prompt": "3+3?", "gold": 6\n'
 EXPECTED_PROBLEMS = [
     "categories[0].kind: must be one of",
-    "categories[1].pattern: not a valid regular expression",
+    "categories[1].pattern (line 9): not a valid regular expression",
     "categories[2].schema: invalid JSON Schema",
     "categories[3].weigth: unknown key",
     "categories[3].items[0].gold: missing",

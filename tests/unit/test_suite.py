@@ -107,6 +107,7 @@ def test_unknown_category_name_raises_key_error() -> None:
 
 
 def test_invalid_fixture_reports_every_problem_at_once() -> None:
+    # reviewer defect: a regex that does not compile gave the key but no line number
     with pytest.raises(SuiteError) as info:
         load_suite(INVALID)
     err = info.value
@@ -121,7 +122,7 @@ def test_invalid_fixture_reports_every_problem_at_once() -> None:
         "items_file, pattern)"
     )
     assert p[1] == (
-        "categories[0].pattern: not a valid regular expression (unterminated character set at "
+        "categories[0].pattern (line 5): not a valid regular expression (unterminated character set at "
         "position 1); fix the regex"
     )
     assert p[2] == (

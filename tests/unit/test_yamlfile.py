@@ -32,6 +32,17 @@ def test_duplicate_key_is_an_error_with_both_lines() -> None:
     )
 
 
+def test_a_duplicated_single_value_says_keep_one_not_merge() -> None:
+    """Reviewer defect: a duplicated `batch_size` (a scalar) was told to "merge the two sections"."""
+    text = "training:\n  batch_size: 4\n  iters: 10\n  batch_size: 8\n"
+    with pytest.raises(ConfigError) as info:
+        parse_yaml(text, "nightshift.yaml", error=ConfigError)
+    assert str(info.value) == (
+        "nightshift.yaml line 4, column 3 is not valid YAML: duplicate key 'batch_size' (first given on line 2); "
+        "give each key once (keep one of the two)"
+    )
+
+
 def test_merge_keys_may_override() -> None:
     text = "base: &b {rank: 8, dropout: 0.1}\nlora:\n  <<: *b\n  rank: 16\n"
     assert parse_yaml(text, "x")["lora"] == {"rank": 16, "dropout": 0.1}
