@@ -10,14 +10,21 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def local_text(when: datetime | None, *, seconds: bool = False) -> str:
+def local_text(when: datetime | str | None, *, seconds: bool = False) -> str:
     """``when`` for people: the machine's local time, no microseconds (``2026-12-02 01:00 CET``).
 
-    JSON output keeps UTC ISO 8601; this is for terminal lines and tables only.
-    A naive ``when`` is taken to be UTC (the registry stores UTC). ``None`` -> ``"-"``.
+    JSON output keeps UTC ISO 8601; this is for every human-facing time (terminal lines,
+    tables, the Markdown and HTML reports). ``when`` may be an ISO 8601 string (as stored
+    in JSON-ready dicts). A naive ``when`` is taken to be UTC (the registry stores UTC).
+    ``None`` or ``""`` -> ``"-"``.
+
+    Raises:
+        ValueError: ``when`` is a string that is not ISO 8601.
     """
-    if when is None:
+    if not when:
         return "-"
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     local = when.astimezone()

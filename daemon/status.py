@@ -238,7 +238,7 @@ def _serving_lines(sv: dict[str, Any] | None) -> list[str]:
         lines.append(f"serving:    {sv['mode']} at {sv.get('url') or '-'}{state}")
     last = sv.get("last_verified")
     if last:
-        lines.append(f"verified:   {last['verdict']} at {last['at']}")
+        lines.append(f"verified:   {last['verdict']} at {_local(last['at'])}")
     elif sv["mode"] != "none":
         lines.append("verified:   never (no hand-off has been verified yet)")
     return lines

@@ -13,6 +13,7 @@ import json
 
 import click
 
+from daemon.clock import local_text
 from daemon.commands.common import config_options, load
 from daemon.errors import HandoffFailed
 
@@ -112,7 +113,7 @@ def releases(config_path: str | None, profile: str | None, as_json: bool) -> Non
         click.echo("no releases yet")
     for r in rows:
         d = r.to_dict()
-        click.echo(f"{r.name:<10} run {r.run_id:<5} {r.status:<9} {_human_bytes(r.size_bytes):>9}  {d['created']}")
+        click.echo(f"{r.name:<10} run {r.run_id:<5} {r.status:<9} {_human_bytes(r.size_bytes):>9}  {local_text(d['created'])}")
 
 
 @click.command("gc")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from daemon.clock import local_text
 from daemon.config import Config
 from daemon.dataset.composition import load_composition
 from daemon.evaluate import truncation
@@ -228,7 +229,7 @@ def night_row(run: Any) -> NightRow:
     gate = _GateSummary(bool(raw.get("promote")), str(raw.get("summary", ""))) if raw else None
     return NightRow(
         run_id=run.id,
-        date=run.started_at.strftime("%Y-%m-%d %H:%M") if run.started_at else "",
+        date=local_text(run.started_at) if run.started_at else "",
         status=run.status,
         reason=_reason(RunStatus(run.status), gate, run.failure_reason),
         composite=(comp["champion"], comp["challenger"]) if comp else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from daemon.clock import local_text
 from daemon.report import plots
 from daemon.report.content import (
     NO_DIFFS,
@@ -114,7 +115,7 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
     if data.serving.get("since"):  # a later champion change, dated, apart from what this night did
         b.append(f"<p><b>{h(data.serving['since'])}</b></p>")
     for run_id, since in data.pending:  # a decision still waits while later nights train
-        b.append(f"<p><b>Pending:</b> run {run_id} awaits approval since {h(since or '?')}: run "
+        b.append(f"<p><b>Pending:</b> run {run_id} awaits approval since {h(local_text(since))}: run "
                  f"<code>nightshift approve {run_id}</code> or <code>nightshift reject {run_id}</code>.</p>")
     kpis = []
     if data.composite:
@@ -126,14 +127,14 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
                 f"{'swapped tonight' if data.serving.get('swapped_tonight') else 'unchanged tonight'}</div>")
     for key, value in sorted(data.extras.items()):  # a hand-off line in full: it carries the probe match
         kpis.append(f"<div>{h(key)}<b>{h(value, None if key in HANDOFF_KEYS else 80)}</b></div>")
-    when = f"finished {data.finished_at}" if data.finished_at else (
+    when = f"finished {local_text(data.finished_at, seconds=True)}" if data.finished_at else (
         "waiting for an operator" if data.status == "awaiting_approval" else "still running")
-    kpis.append(f"<div>started<b>{h((data.started_at or '?').replace('T', ' '))}</b>{h(data.trigger)} · {h(when)}</div>")
+    kpis.append(f"<div>started<b>{h(local_text(data.started_at, seconds=True))}</b>{h(data.trigger)} · {h(when)}</div>")
     b.append(f'<div class="kpi">{"".join(kpis)}</div>')
 
     if data.recoveries:
         b.append("<h2>Recovered since the previous night</h2>")
-        b.append(_table(["at", "action", "detail"], [[h(at), h(a), h(d, 500)] for at, a, d in data.recoveries]))
+        b.append(_table(["at", "action", "detail"], [[h(local_text(at, seconds=True)), h(a), h(d, 500)] for at, a, d in data.recoveries]))
 
     if data.failure_reason:
         where = f" (during {h(data.stopped_in)})" if data.stopped_in else ""
@@ -190,7 +191,7 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
         b.append("<h2>Preflight findings</h2>")
         b.append(_table(["check", "level", "message"], [[h(n), h(lv), h(m, 500)] for n, lv, m in data.preflight]))
     if data.rehearsal is not None:
-        b.append(f"<p class='muted'>Last evening rehearsal ({h(data.rehearsal['created_at'])}): "
+        b.append(f"<p class='muted'>Last evening rehearsal ({h(local_text(data.rehearsal['created_at']))}): "
                  f"{'passed' if data.rehearsal['ok'] else 'FAILED'}.</p>")
     b.append("<h2>Serving</h2>")
     if cur:
@@ -302,5 +303,5 @@ def render_index(
         for change in reversed(r.changes):  # a `nightshift rollback` after this night: its own row
             table_rows.append(["", "", "champion change", "", h(change), ""])
         table_rows.append([link, h(r.date), h(r.status), comp, h(r.reason, 160), f'<a href="{name}.md">md</a>'])
-    b.append(_table(["run", "started (UTC)", "status", "composite", "reason", "text"], table_rows, num=[0]))
+    b.append(_table(["run", "started", "status", "composite", "reason", "text"], table_rows, num=[0]))
     return _page("nightshift: every night", b)

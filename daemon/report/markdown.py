@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from daemon.clock import local_text
 from daemon.dataset.composition import Composition
 from daemon.report.content import NO_DIFFS, ItemRow, ReportData, composition_note
 from daemon.report.decision import render_decision_markdown
@@ -50,7 +51,7 @@ def render_markdown(data: ReportData) -> str:
     if data.serving.get("since"):  # a later champion change, dated, apart from what this night did
         lines += [md_inline(data.serving["since"], None), ""]
     for run_id, since in data.pending:  # a decision still waits while later nights train
-        lines += [f"Pending: run {run_id} awaits approval since {since or '?'}: run `nightshift approve {run_id}` "
+        lines += [f"Pending: run {run_id} awaits approval since {local_text(since)}: run `nightshift approve {run_id}` "
                   f"or `nightshift reject {run_id}`.", ""]
     if data.composite is not None:
         comp = data.composite
@@ -60,12 +61,12 @@ def render_markdown(data: ReportData) -> str:
             "",
         ]
     if data.finished_at:
-        when = f"finished {data.finished_at}"
+        when = f"finished {local_text(data.finished_at, seconds=True)}"
     elif data.status == "awaiting_approval":
         when = "waiting for an operator's decision"
     else:
         when = "still running"
-    lines.append(f"- status: `{data.status}` · trigger: {data.trigger} · started {data.started_at or '?'} · {when}")
+    lines.append(f"- status: `{data.status}` · trigger: {data.trigger} · started {local_text(data.started_at, seconds=True)} · {when}")
     if data.profile:
         lines.append(f"- profile: {md_inline(data.profile)}")
     ds = data.dataset
@@ -87,7 +88,7 @@ def render_markdown(data: ReportData) -> str:
 
     if data.recoveries:
         lines += ["", "## Recovered since the previous night", "", "| at | action | detail |", "|---|---|---|"]
-        lines += [f"| {at} | {md_inline(action)} | {md_inline(detail, 500)} |" for at, action, detail in data.recoveries]
+        lines += [f"| {local_text(at, seconds=True)} | {md_inline(action)} | {md_inline(detail, 500)} |" for at, action, detail in data.recoveries]
 
     if data.failure_reason:
         where = f" (during {data.stopped_in})" if data.stopped_in else ""
@@ -139,7 +140,7 @@ def render_markdown(data: ReportData) -> str:
         lines += [f"| {md_inline(n)} | {md_inline(lv)} | {md_inline(m, 500)} |" for n, lv, m in data.preflight]
     if data.rehearsal is not None:
         verdict = "passed" if data.rehearsal["ok"] else "FAILED"
-        lines += ["", f"Last evening rehearsal ({data.rehearsal['created_at']}): {verdict}."]
+        lines += ["", f"Last evening rehearsal ({local_text(data.rehearsal['created_at'])}): {verdict}."]
     if len(data.trend) > 1:
         lines += ["", f"## Trend (last {len(data.trend)} decided nights)", "", "| run | date | status | champion | challenger |", "|---:|---|---|---:|---:|"]
         for p in data.trend[-10:]:

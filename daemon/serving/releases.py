@@ -21,6 +21,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ class ReleaseInfo:
         """JSON-ready form."""
         return {
             "name": self.name, "path": str(self.path), "run_id": self.run_id, "status": self.status,
-            "size_bytes": self.size_bytes, "created": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.created)),
+            "size_bytes": self.size_bytes, "created": datetime.fromtimestamp(self.created, UTC).isoformat(timespec="seconds"),
         }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -27,8 +28,15 @@ OUTCOMES = [
 
 
 @pytest.fixture()
-def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A fixed clock, and UTC as the local zone (human times are local: the golden files must not
+    depend on the machine's zone)."""
     monkeypatch.setattr(clock, "now", lambda: datetime(2026, 11, 20, 1, 0, tzinfo=UTC))
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.fixture()
@@ -303,15 +311,15 @@ def test_a_pending_approval_and_the_nights_recoveries_are_in_the_report(night: t
     reg.add_recovery("finish_promotion", f"`current` pointed at run-0009 {HOSTILE['reason']}", run_id=waiting)
     rid = make_night(cfg, reg, "rejected")
     text = render_report(cfg, reg, rid)
-    pending = f"Pending: run {waiting} awaits approval since 2026-11-20T01:00:00+00:00: run `nightshift approve {waiting}`"
+    pending = f"Pending: run {waiting} awaits approval since 2026-11-20 01:00 UTC: run `nightshift approve {waiting}`"
     assert pending in text
     assert "## Recovered since the previous night" in text
-    row = next(line for line in text.splitlines() if line.startswith("| 2026-11-20T01:00:00+00:00 | finish_promotion |"))
+    row = next(line for line in text.splitlines() if line.startswith("| 2026-11-20 01:00:00 UTC | finish_promotion |"))
     assert "\\<script>" in row and "\\[x\\]" in row  # inert: escaped, one line, one cell
     rendered = _render_commonmark(text)
     assert not {t for t, _ in _tags(rendered)} & {"a", "img", "script"}
     page = render_html(gather_report(cfg, reg, rid))
-    assert f"<b>Pending:</b> run {waiting} awaits approval since 2026-11-20T01:00:00+00:00" in page
+    assert f"<b>Pending:</b> run {waiting} awaits approval since 2026-11-20 01:00 UTC" in page
     assert "<h2>Recovered since the previous night</h2>" in page and "&lt;script&gt;" in page
     assert not re.search(r"<script", page, re.I)
     # the waiting run's own report says it waits, not that it is pending elsewhere; the first night has no recoveries
@@ -388,3 +396,48 @@ def test_the_hand_off_line_shows_the_probe_match_in_full_once(night: tuple, no_f
     assert page.count("0/16 match run-0001") >= 2 and "16/16 probes identical (none of them tells" in page
     assert "prob…" not in page
     assert "0/16 match run-0001" in render_report(cfg, reg, rid)
+
+
+def test_human_times_in_the_report_are_local(night: tuple, no_figures: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10 review, defect 3: report times were ISO UTC in two formats in one HTML card and
+    index.html had a "started (UTC)" column; human output is local time, --json stays UTC."""
+    from daemon.report.data import gather_history
+    from daemon.report.html import render_html, render_index
+
+    cfg, reg, _ = night
+    rid = make_night(cfg, reg, "promoted")
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    text = render_report(cfg, reg, rid)
+    assert "started 2026-11-19 20:00:00 EST · finished 2026-11-19 20:00:00 EST" in text and "+00:00" not in text
+    page = render_html(gather_report(cfg, reg, rid))
+    assert "2026-11-19 20:00:00 EST</b>manual · finished 2026-11-19 20:00:00 EST" in page and "+00:00" not in page
+    index = render_index(gather_history(reg)[0], [], have_html=set())
+    assert "(UTC)" not in index and "2026-11-19 20:00 EST" in index
+    assert gather_report(cfg, reg, rid).to_dict()["started_at"] == "2026-11-20T01:00:00+00:00"  # --json: UTC
+
+
+def test_releases_json_created_is_utc_with_offset(tmp_path: Path) -> None:
+    """Issue 10 review, defect 3: `releases --json` gave naive local time ("2026-12-01T13:53:54")."""
+    from daemon.serving.releases import ReleaseInfo
+
+    r = ReleaseInfo(name="run-0001", path=tmp_path, run_id=1, status="champion", size_bytes=1, created=1_796_000_000.0)
+    assert r.to_dict()["created"] == datetime.fromtimestamp(1_796_000_000.0, UTC).isoformat(timespec="seconds")
+    assert r.to_dict()["created"].endswith("+00:00")
+
+
+def test_status_verified_line_is_local_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10 review, defect 3: `status` showed "13:56 EST" on most lines but its `verified:` line
+    was "2026-12-01T18:56:55+00:00"."""
+    from daemon.status import _serving_lines
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        lines = _serving_lines({"mode": "managed", "url": "http://127.0.0.1:5113", "server": None,
+                                "last_verified": {"verdict": "served = run-0001: 16/16 probes identical",
+                                                  "at": "2026-12-01T18:56:55+00:00"}})
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert lines[-1] == "verified:   served = run-0001: 16/16 probes identical at 2026-12-01 13:56 EST"
