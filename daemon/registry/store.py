@@ -556,11 +556,22 @@ class Registry:
             return list(s.scalars(q))
 
     def last_verified_handoff(self) -> Handoff | None:
-        """The newest hand-off a server passed verification on (mode managed or command), or None."""
+        """The newest hand-off a server passed verification on (mode managed or command), or None.
+
+        A kept hand-off no probe could confirm (``"unconfirmed": true`` in its probes) is not verified.
+        """
         with self._tx() as s:
-            return s.scalars(
-                select(Handoff).where(Handoff.ok.is_(True), Handoff.mode != "none").order_by(Handoff.id.desc()).limit(1)
-            ).first()
+            rows = s.scalars(
+                select(Handoff).where(Handoff.ok.is_(True), Handoff.mode != "none").order_by(Handoff.id.desc())
+            )
+            for row in rows:
+                try:
+                    unconfirmed = bool(json.loads(row.probes or "{}").get("unconfirmed"))
+                except (ValueError, AttributeError):
+                    unconfirmed = False
+                if not unconfirmed:
+                    return row
+            return None
 
     def latest_eval_set(self, model_id: int) -> EvalSet | None:
         """The newest eval set (fresh or reused) that scored ``model_id``, or None."""

@@ -204,13 +204,21 @@ def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[An
             if row.mode == "none":
                 out[key] = f"not handed off: {row.verdict}"
                 continue
-            verdict = "verified" if row.ok else "NOT verified"
+            verdict = "NOT verified" if not row.ok else "unconfirmed" if _unconfirmed(row) else "verified"
             why = getattr(row, "reason", None) or ""
             # the probe verdict is the reason's first words ("<verdict> at <url>"): say it once
             reason = f"; {why}" if why and not row.ok and not why.startswith(row.verdict) else ""
             where = f", {row.url}" if getattr(row, "url", None) else ""
             out[key] = f"{verdict} ({row.mode}{where}, {row.duration_s:.1f} s): {row.verdict}{reason}"
     return out
+
+
+def _unconfirmed(row: Any) -> bool:
+    """A kept hand-off whose probes could not tell the new model from the old (see :mod:`daemon.serving.probes`)."""
+    try:
+        return bool(json.loads(getattr(row, "probes", None) or "{}").get("unconfirmed"))
+    except (ValueError, AttributeError):
+        return False
 
 
 def gather_history(registry: Registry, limit: int = 10_000) -> tuple[list[NightRow], list[TrendPoint]]:

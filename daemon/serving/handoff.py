@@ -263,6 +263,7 @@ def hand_off(
         )
     verdict = outcome.verdict(target.label, other.label if other else None, sv.min_match_share)
     ok = outcome.passed(sv.min_match_share)
+    outcome.unconfirmed = ok and outcome.indistinct(other.label if other else None)  # kept, not verified
     return HandoffResult(
         ok=ok, mode=sv.mode, verdict=verdict, url=url, reason=None if ok else f"{verdict} at {url}",
         duration_s=time.monotonic() - started, probes=outcome,
@@ -381,7 +382,8 @@ def hand_off_or_roll_back(
     _record(registry, result, new, run_id=run_id, kind=kind)
     results.append(result)
     if result.ok:
-        log.info("handoff_verified", target=new.label, verdict=result.verdict)
+        event = "handoff_unconfirmed" if result.probes.unconfirmed else "handoff_verified"
+        log.info(event, target=new.label, verdict=result.verdict)
         return ChangeOutcome(kept=True, reason=None, results=results)
 
     reason = f"hand-off of {new.label} failed: {result.reason}"

@@ -11,6 +11,14 @@ The hand-off passes when at least ``serving.min_match_share`` of all probes,
 and of the distinguishing probes, come back identical (whitespace at the ends
 ignored). When the distinguishing probes match ``other`` instead, the verdict
 says the server still serves the old model.
+
+Rule for a hand-off nothing can confirm: when no probe tells the two models
+apart (their recorded replies are identical on every probe sent), matching
+replies prove nothing about which one is served. The verdict then says
+``served replies match run-0002, but none of the probes tells it from run-0001
+(identical replies): unconfirmed``; the promotion is kept (the replies the
+operator's clients get are the ones the gate scored), the report and status call
+it unconfirmed, never verified, and it is not rolled back.
 """
 
 from __future__ import annotations
@@ -52,6 +60,9 @@ class ProbeOutcome:
         matched_other: distinguishing probes that matched the other model's reply.
         errors: one line per failed request (at most 3 kept).
         mismatches: up to 3 ``{category, item_id, expected, served}`` examples.
+        compared: probes for which the other model's reply was recorded.
+        unconfirmed: the replies matched but no probe could tell the models apart
+            (set by :meth:`verdict`'s caller from :meth:`indistinct`).
     """
 
     total: int = 0
@@ -62,6 +73,12 @@ class ProbeOutcome:
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
     mismatches: list[dict[str, str]] = field(default_factory=list)
+    compared: int = 0
+    unconfirmed: bool = False
+
+    def indistinct(self, other: str | None) -> bool:
+        """Probes were sent with a model to tell apart (``other``), and none of them could."""
+        return other is not None and self.total > 0 and self.distinguishing == 0
 
     def passed(self, min_share: float) -> bool:
         """At least ``min_share`` of all probes and of the distinguishing ones matched."""
@@ -80,10 +97,13 @@ class ProbeOutcome:
         if self.total == 0:
             return f"served = {target}: healthy (no greedy eval prompts to probe with)"
         if self.passed(min_share):
-            text = f"served = {target}: {self.matched}/{self.total} probes identical"
-            if self.distinguishing == 0 and other:
-                text += f" (none of them tells {target} from {other})"
-            return text
+            if self.indistinct(other):
+                why = "identical replies" if self.compared else f"no recorded replies of {other}"
+                return (
+                    f"served replies match {target}, but none of the {self.total} probes "
+                    f"tells it from {other} ({why}): unconfirmed"
+                )
+            return f"served = {target}: {self.matched}/{self.total} probes identical"
         if other and self.still_other(min_share):
             return (
                 f"the server still serves {other}: {self.matched_other}/{self.distinguishing} distinguishing "
@@ -107,6 +127,8 @@ class ProbeOutcome:
             "error_count": self.error_count,
             "errors": self.errors,
             "mismatches": self.mismatches,
+            "compared": self.compared,
+            "unconfirmed": self.unconfirmed,
         }
 
 
@@ -183,6 +205,8 @@ def run_probes(
     with httpx.Client(timeout=timeout_s) as client:
         for p in probes:
             out.total += 1
+            if p.other is not None:
+                out.compared += 1
             if p.distinguishing:
                 out.distinguishing += 1
             body: dict[str, Any] = {

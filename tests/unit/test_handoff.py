@@ -256,3 +256,28 @@ def test_a_failed_handoff_is_a_failed_stage_and_the_rollback_its_own_row(tmp_pat
     assert not out.kept
     assert [(st.stage, st.outcome) for st in reg.stages(2)] == [("handoff", "failed"), ("rollback", "ok")]
     reg.close()
+
+
+def test_a_handoff_no_probe_can_tell_apart_is_kept_as_unconfirmed_not_verified(tmp_path: Path, stub: str) -> None:
+    """Reviewer defect: a challenger identical to the champion was labelled "verified" ("16/16 probes
+    identical (none of them tells run-0002 from run-0001)"). Rule: kept, reported unconfirmed, not rolled back."""
+    from dataclasses import replace as dc_replace
+
+    from daemon.report.data import _extras
+
+    cfg, reg, old, new = world(tmp_path, stub, "true")
+    same = dc_replace(new, replies=rows(OLD))  # run-0002 answers every probe as run-0001 does (the stub's replies)
+    out = hand_off_or_roll_back(cfg, reg, ServingSession(cfg), new=same, previous=old, since=time.time(), run_id=2,
+                                kind="promotion")
+    assert out.kept and out.reason is None  # kept: not rolled back
+    assert champion_and_current(reg, cfg.paths.state_dir) == ("run-0002", "run-0002")
+    (row,) = reg.handoffs(2)
+    assert row.ok and row.verdict == (
+        "served replies match run-0002, but none of the 3 probes tells it from run-0001 "
+        "(identical replies): unconfirmed"
+    )
+    assert "verified" not in row.verdict
+    assert reg.last_verified_handoff() is None  # status does not call it verified
+    line = _extras(reg, reg.get_run(2), {})["hand-off"]
+    assert line.startswith("unconfirmed (command")
+    reg.close()
