@@ -753,6 +753,8 @@ def finish_manual_decision(cfg: Config, run_id: int, *, approve: bool, decided_b
                 result, _ = promote_and_hand_off(
                     cfg, registry, run_id, decided_by=who, reason=f"approved by {who} ({gate})", session=session
                 )
+            if result is RunStatus.PROMOTED:  # the run's reason names the operator, as a rejection's does
+                registry.update_run(run_id, failure_reason=f"approved by {who} ({gate})")
         else:
             registry.transition(run_id, RunStatus.REJECTED, reason=f"rejected by {who} ({gate})")
             result = RunStatus.REJECTED

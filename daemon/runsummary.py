@@ -57,9 +57,7 @@ class RunSummary:
             "id": self.run_id,
             "trigger": self.trigger,
             "status": self.status,
-            "started_at": self.started_at.isoformat(timespec="seconds")
-            if self.started_at
-            else None,
+            "started_at": self.started_at.isoformat(timespec="seconds") if self.started_at else None,
             "duration_s": round(self.duration_s, 1) if self.duration_s is not None else None,
             "reason": self.reason,
             "headline": self.headline,
@@ -71,11 +69,7 @@ class RunSummary:
 
     def composite_text(self) -> str:
         """``composite 0.5840 -> 0.6012 (+0.0172)``, or "" when the gate was not reached."""
-        if (
-            self.champion_composite is None
-            or self.challenger_composite is None
-            or self.composite_delta is None
-        ):
+        if self.champion_composite is None or self.challenger_composite is None or self.composite_delta is None:
             return ""
         return (
             f"composite {self.champion_composite:.4f} -> {self.challenger_composite:.4f} "
@@ -159,11 +153,7 @@ def headline(status: str, decision: dict[str, Any] | None, failure_reason: str |
         return f"{word}: {gate}"
     if folded:
         return f"{word}: {folded}"
-    return (
-        f"{word}: no reason was recorded"
-        if status in ("failed", "interrupted", "rolled_back")
-        else word
-    )
+    return f"{word}: no reason was recorded" if status in ("failed", "interrupted", "rolled_back") else word
 
 
 def is_rollback(promo: Any, model: Any) -> bool:
@@ -178,9 +168,7 @@ def champion_change_text(promo: Any, model: Any) -> str:
     """
     label = f"run {model.run_id}" if model.run_id is not None else "the base model"
     verb = "rolled back to" if is_rollback(promo, model) else "promoted"
-    return (
-        f"{verb} {label} at {local_text(promo.decided_at)} by {promo.decided_by} ({promo.reason})"
-    )
+    return f"{verb} {label} at {local_text(promo.decided_at)} by {promo.decided_by} ({promo.reason})"
 
 
 def command_changes(registry: Any, runs: Sequence[Any]) -> dict[int, list[str]]:
@@ -194,9 +182,7 @@ def command_changes(registry: Any, runs: Sequence[Any]) -> dict[int, list[str]]:
     for promo in registry.promotions():
         if promo.run_id is not None:
             continue
-        before = [
-            r.id for r in runs if r.created_at is not None and r.created_at <= promo.decided_at
-        ]
+        before = [r.id for r in runs if r.created_at is not None and r.created_at <= promo.decided_at]
         text = champion_change_text(promo, registry.get_model(promo.to_model_id))
         out.setdefault(max(before, default=0), []).append(text)
     return out
@@ -212,10 +198,9 @@ def summarize_run(run: Any) -> RunSummary:
             decision = {}
     composite = decision.get("composite") or {}
     reason = ""
-    if (
-        run.failure_reason
-    ):  # failed, interrupted, or a manual decision (which names the gate's advice)
-        reason = run.failure_reason.strip().splitlines()[0]
+    if run.failure_reason:  # failed, interrupted, or a manual decision (which names the gate's advice)
+        # folded to one line: "Preflight failed (1 check(s)); training was not started:" names its checks below
+        reason = " ".join(run.failure_reason.split())
     elif decision:
         reason = gate_reason(decision)
     duration = None
@@ -245,7 +230,7 @@ def history_table(rows: list[RunSummary], changes: dict[int, list[str]] | None =
 
     Columns: run, trigger, started (local time), duration, outcome, composite
     delta, reason (cut to :data:`REASON_CHARS`). ``changes`` (:func:`command_changes`) adds a
-    ``champion ... after run N`` line above run N for each change no run made (``nightshift rollback``).
+    ``champion ... (after run N)`` line above run N for each change no run made (``nightshift rollback``).
     """
     header = ("run", "trigger", "started", "duration", "outcome", "delta", "reason")
     body = [
@@ -253,9 +238,7 @@ def history_table(rows: list[RunSummary], changes: dict[int, list[str]] | None =
             str(r.run_id),
             r.trigger,
             local_text(r.started_at),
-            duration_text(r.duration_s)
-            if r.duration_s is not None
-            else ("running" if r.started_at else "-"),
+            duration_text(r.duration_s) if r.duration_s is not None else ("running" if r.started_at else "-"),
             r.status,
             f"{r.composite_delta:+.4f}" if r.composite_delta is not None else "-",
             _cut(r.reason, REASON_CHARS) or "-",
@@ -266,12 +249,7 @@ def history_table(rows: list[RunSummary], changes: dict[int, list[str]] | None =
     lines = []
     for row in [header, *body]:
         if row is not header and changes:
-            lines += [
-                f"{'':>{widths[0]}}  champion {c} (after run {row[0]})"
-                for c in reversed(changes.get(int(row[0]), []))
-            ]
-        cells = [row[0].rjust(widths[0])] + [
-            cell.ljust(w) for cell, w in zip(row[1:-1], widths[1:], strict=True)
-        ]
+            lines += [f"{'':>{widths[0]}}  champion {c} (after run {row[0]})" for c in reversed(changes.get(int(row[0]), []))]
+        cells = [row[0].rjust(widths[0])] + [cell.ljust(w) for cell, w in zip(row[1:-1], widths[1:], strict=True)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
     return "\n".join(lines)

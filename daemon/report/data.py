@@ -330,6 +330,8 @@ def _reason(status: RunStatus, d: Decision | _GateSummary | None, failure: str |
         return folded or "no reason was recorded"
     if d is None or (folded and status is RunStatus.REJECTED and d.promote):
         return folded
+    if status in (RunStatus.PROMOTED, RunStatus.REJECTED) and folded.startswith(("approved by ", "rejected by ")):
+        return folded  # an operator's decision: who, and the gate's advice
     return d.summary if status is not RunStatus.AWAITING_APPROVAL else f"the gate recommends: {d.summary}"
 
 

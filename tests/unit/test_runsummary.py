@@ -82,7 +82,7 @@ def test_history_is_a_table_with_a_header_and_reasons(reg: Registry, tmp_path: P
     assert lines[0].split() == ["run", "trigger", "started", "duration", "outcome", "delta", "reason"]
     assert lines[1].split(None, 8) == [
         str(failed), "manual", "2026-11-20", "01:00", "UTC", "1h30m", "failed", "-",
-        "Training exited with signal 9 after 5400 s",
+        "Training exited with signal 9 after 5400 s log: x",  # folded to one line
     ]
     assert lines[2].split(None, 8) == [
         str(rejected), "manual", "2026-11-20", "01:00", "UTC", "7m05s", "rejected", "-0.0039", "failed superiority",
@@ -155,3 +155,32 @@ def test_status_after_a_rollback_names_it(tmp_path: Path) -> None:
     # the newest report is rewritten (no notification configured): it names the rollback too
     report = (tmp_path / "state" / "reports" / "run-0002.md").read_text()
     assert f"Since then: rolled back to run {first} at " in report
+
+
+def test_history_reasons_name_the_operators_approval_and_the_failing_preflight_check(tmp_path: Path) -> None:
+    """Issue 10 review, defect 4: after `approve` on a run the gate recommended rejecting, history
+    said only "failed superiority" (no override); a failed preflight's reason ended on its colon."""
+    from daemon.config import config_from_dict
+    from daemon.pipeline import finish_manual_decision
+    from daemon.runsummary import summarize_run
+    from tests.faults.state import trained_run
+    from tests.unit.report_nights import make_night
+
+    cfg = config_from_dict({"paths": {"state_dir": str(tmp_path / "state")}}, base_dir=tmp_path)
+    registry = Registry.open(cfg.paths.state_dir)
+    try:
+        failed = make_night(cfg, registry, "failed_preflight")
+        rid = trained_run(registry, cfg.paths.state_dir, 1)
+        registry.transition(rid, RunStatus.AWAITING_APPROVAL)
+        registry.update_run(rid, decision=json.dumps({"promote": False, "summary": "REJECT: failed superiority"}))
+    finally:
+        registry.close()
+    assert finish_manual_decision(cfg, rid, approve=True, decided_by="root") == "promoted"
+    registry = Registry.open(cfg.paths.state_dir)
+    try:
+        approved = summarize_run(registry.get_run(rid))
+        preflight = summarize_run(registry.get_run(failed))
+    finally:
+        registry.close()
+    assert approved.reason == "approved by root (gate recommended rejection)"
+    assert preflight.reason.endswith("training was not started: - disk: 12 GB free, 40 GB needed")
