@@ -132,8 +132,8 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
         categories=categories,
         held_out_loss={role: es.held_out_loss for role, es in evals.items() if es.held_out_loss is not None},
         reused=[f"{role} (from eval set {es.reused_from})" for role, es in evals.items() if es.reused_from],
-        diffs=_diffs(items),
-        worst=_worst(items),
+        diffs=_diffs(_with_replies(items, decision)),
+        worst=_worst(_with_replies(items, decision)),
         training=_training(cfg, snap, metrics) if trained and snap.get("training") else None,
         loss=loss,
         previous_losses=previous_losses,
@@ -404,6 +404,14 @@ def _round_robin(groups: dict[str, list[ItemRow]], n: int) -> list[ItemRow]:
             if q and len(out) < n:
                 out.append(q.pop(0))
     return out
+
+
+def _with_replies(items: list[ItemRow], d: Decision | None) -> list[ItemRow]:
+    """The items that have replies to compare: not those of ``loss`` categories (a held-out
+    loss is scored from the reference's likelihood; no reply is generated), known from the
+    decision, nor items where neither model has a reply (a loss category of an undecided run)."""
+    loss = {c.name for c in d.categories if c.kind == "loss"} if d is not None else set()
+    return [it for it in items if it.category not in loss and (it.champion_reply or it.challenger_reply)]
 
 
 def _diffs(items: list[ItemRow]) -> list[ItemRow]:

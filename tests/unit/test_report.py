@@ -441,3 +441,20 @@ def test_status_verified_line_is_local_time(monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.delenv("TZ")
         time.tzset()
     assert lines[-1] == "verified:   served = run-0001: 16/16 probes identical at 2026-12-01 13:56 EST"
+
+
+def test_loss_categories_are_left_out_of_the_reply_diffs() -> None:
+    """Issue 10 review, defect 5: a held-out `loss` category (no replies) showed as "newly right ·
+    reference_loss / l017 · 0.19 → 1.00" with empty champion and challenger boxes."""
+    from daemon.report.content import ItemRow
+    from daemon.report.data import _diffs, _with_replies, _worst
+
+    def row(cat: str, i: int, champ: float, chall: float, reply: str) -> ItemRow:
+        return ItemRow(category=cat, item_id=f"{cat}-{i}", champion_score=champ, challenger_score=chall,
+                       prompt="q", champion_reply=reply and f"a {reply}", challenger_reply=reply and f"b {reply}", gold="g")
+
+    items = [row("reference_loss", i, 0.19, 1.0, "") for i in range(3)] + [row("math", i, 0.0, 1.0, "x") for i in range(3)]
+    kept = _with_replies(items, None)
+    assert {it.category for it in _diffs(kept)} == {"math"}
+    assert all(it.champion_reply and it.challenger_reply for it in _diffs(kept) + _worst(kept))
+    assert {it.category for it in _diffs(items)} == {"math", "reference_loss"}  # the defect, before the filter
