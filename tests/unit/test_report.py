@@ -458,3 +458,15 @@ def test_loss_categories_are_left_out_of_the_reply_diffs() -> None:
     assert {it.category for it in _diffs(kept)} == {"math"}
     assert all(it.champion_reply and it.challenger_reply for it in _diffs(kept) + _worst(kept))
     assert {it.category for it in _diffs(items)} == {"math", "reference_loss"}  # the defect, before the filter
+
+
+def test_readme_has_no_empty_heading_nor_a_repeated_command_list() -> None:
+    """Issue 10 review, defect 8: an empty heading above "## Serving: ...", and the Commands section
+    listed `systemd install|uninstall` and `demo` twice and said "Errors are one line" twice."""
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    empty = [a for a, b in zip(lines, lines[1:], strict=False) if a.startswith("#") and b.startswith("#")]
+    assert not empty, empty
+    commands = text.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    assert commands.count("Errors are one line") == 1
+    assert commands.count("`systemd install|uninstall [--dry-run]`") == 1 and commands.count("`demo [--workspace DIR]`") == 1
