@@ -247,7 +247,15 @@ def report(run_id: int | None, config_path: str | None, profile: str | None, pat
         path = html_report_path(cfg.paths.state_dir, run_id)
         if open_it:
             click.launch(str(path))
-    click.echo(str(path) if path_only or as_html or open_it else path.read_text(encoding="utf-8"))
+    if path_only or as_html or open_it:
+        click.echo(str(path))
+        return
+    text = path.read_text(encoding="utf-8")
+    if sys.stdout.isatty():  # a person reads it: no Markdown escapes (`http\://`)
+        from daemon.report.escape import md_plain
+
+        text = md_plain(text)
+    click.echo(text)
 
 
 def _decide_manually(run_id: int, config_path: str | None, profile: str | None, approve: bool, who: str | None) -> None:

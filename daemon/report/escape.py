@@ -9,7 +9,7 @@ Markdown rules (CommonMark 0.31, section 2.4 "Backslash escapes", and GFM's
 table and autolink extensions):
 
 - :func:`md_inline` backslash-escapes the ASCII punctuation that starts inline
-  syntax (``\\ ` * [ ] < | & ~``, and ``_`` except inside a word; ``!`` and
+  syntax (``\\ ` [ ] < | & ~``, ``*`` except between spaces, and ``_`` except inside a word; ``!`` and
   ``>`` are inert once ``[`` and ``<`` are escaped and nothing starts a line), folds newlines to spaces (a line
   break could start a heading or end a table row) and breaks ``scheme://`` and
   ``www.`` with a backslash so GFM's extended autolinks do not fire.
@@ -25,7 +25,10 @@ import html
 import re
 from typing import Any
 
-_MD_SPECIAL = re.compile(r"([\\`*\[\]<|&~])")
+_MD_SPECIAL = re.compile(r"([\\`\[\]<|&~]|(?<! )\*|\*(?! |$))")
+# `*` between spaces (a cron line's `1 * * *`) can neither open nor close emphasis (CommonMark 6.2:
+# a delimiter run followed by whitespace is not left-flanking, one preceded by it not right-flanking),
+# nor start a list item mid-line: left as is, so it reads as typed.
 # `_` inside a word (`tool_use`) can neither open nor close emphasis (CommonMark 6.2,
 # left/right-flanking rules): escape only the others, so names stay readable in a terminal.
 _UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
@@ -54,6 +57,29 @@ def md_inline(text: Any, limit: int | None = 300) -> str:
     s = _UNDERSCORE.sub(r"\\_", s)
     # `https\://` and `www\.`: still read as the URL, never turned into a link.
     return _AUTOLINK.sub(lambda m: f"{m.group(1)}\\:" if m.group(1) else "www\\.", s)
+
+
+_PLAIN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+_FENCE = re.compile(r"^(`{3,})")
+
+
+def md_plain(markdown: str) -> str:
+    """The report's Markdown for a terminal: the backslash escapes of :func:`md_inline` removed
+    (``http\\://`` -> ``http://``, ``\\*`` -> ``*``), fenced code blocks (where a backslash is
+    the text itself) left as they are. Not for a file: the result is no longer inert Markdown."""
+    out, fence = [], ""
+    for line in markdown.split("\n"):
+        m = _FENCE.match(line)
+        if fence:
+            if m and len(m.group(1)) >= len(fence) and not line[len(m.group(1)):].strip():
+                fence = ""
+            out.append(line)
+        elif m:
+            fence = m.group(1)
+            out.append(line)
+        else:
+            out.append(_PLAIN_ESCAPE.sub(r"\1", line))
+    return "\n".join(out)
 
 
 def md_block(text: Any, limit: int | None = 2000, info: str = "text") -> str:

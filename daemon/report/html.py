@@ -21,7 +21,7 @@ from daemon.report.content import (
     TrendPoint,
     composition_note,
 )
-from daemon.report.escape import h
+from daemon.report.escape import clip, h
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -189,7 +189,7 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
         b.append(_table(["stage", "outcome", "duration (s)"], [[h(s), h(o), _num(d, 1)] for s, o, d in data.stages], num=[2]))
     if data.preflight:
         b.append("<h2>Preflight findings</h2>")
-        b.append(_table(["check", "level", "message"], [[h(n), h(lv), h(m, 500)] for n, lv, m in data.preflight]))
+        b.append(_table(["check", "level", "message"], [[h(n), h(lv), _prose(clip(m, 500))] for n, lv, m in data.preflight]))
     if data.rehearsal is not None:
         b.append(f"<p class='muted'>Last evening rehearsal ({h(local_text(data.rehearsal['created_at']))}): "
                  f"{'passed' if data.rehearsal['ok'] else 'FAILED'}.</p>")

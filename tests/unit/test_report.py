@@ -470,3 +470,25 @@ def test_readme_has_no_empty_heading_nor_a_repeated_command_list() -> None:
     commands = text.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
     assert commands.count("Errors are one line") == 1
     assert commands.count("`systemd install|uninstall [--dry-run]`") == 1 and commands.count("`demo [--workspace DIR]`") == 1
+
+
+def test_terminal_report_has_no_markdown_escapes_and_html_renders_code(night: tuple, no_figures: None) -> None:
+    """Issue 10 review, defect 6: `nightshift report` showed `http\\://127.0.0.1:43255`, `'61 1 \\* \\* \\*'`
+    and `` \\`nightshift suite check\\` `` on the terminal; the HTML preflight table showed raw backticks."""
+    from daemon.report.escape import md_plain
+    from daemon.report.html import render_html
+
+    assert md_inline("cron 61 1 * * * is invalid") == "cron 61 1 * * * is invalid"  # no escape needed there
+    assert _render_commonmark(md_inline("*a* 1 * 2 **b**")).count("<") == 2  # still inert: <p></p>
+    cfg, reg, _ = night
+    rid = make_night(cfg, reg, "failed_preflight")
+    reg.record_preflight(rid, [{"name": "suite", "level": "warn", "duration_s": 0.1,
+                                "message": "run `nightshift suite check` (server http://127.0.0.1:43255, cron '61 1 * * *')"}])
+    text = render_report(cfg, reg, rid)
+    plain = md_plain(text)
+    assert "run `nightshift suite check` (server http://127.0.0.1:43255, cron '61 1 * * *')" in plain
+    assert "\\:" in text and "\\:" not in plain  # the file stays inert Markdown
+    fenced = md_block("C:\\path\\*x*")
+    assert md_plain(f"a\\_b\n{fenced}") == f"a_b\n{fenced}"  # a code block's backslashes are its text
+    page = render_html(gather_report(cfg, reg, rid))
+    assert "run <code>nightshift suite check</code> (server http://127.0.0.1:43255" in page and "`" not in page
