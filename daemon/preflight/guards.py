@@ -44,8 +44,9 @@ def check_guards(cfg: Config) -> list[CheckResult]:
         CheckResult(
             "suite.guards",
             Level.WARN,
-            f"{len(weak)} of {len(result.plans)} categories cannot guard their margin or count toward "
-            f"a promotion ({src}); {policy}; run `nightshift suite check`",
+            # an estimate before the night: the gate decides on tonight's own spread (a report says so)
+            f"estimated before the night from {src}: {len(weak)} of {len(result.plans)} categories "
+            f"may not guard their margin or count toward a promotion; {policy}; run `nightshift suite check`",
             0.0,
             tuple(f"{p.name}: {describe(p)}" for p in weak),
         )

@@ -138,7 +138,7 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
         loss=loss,
         previous_losses=previous_losses,
         stages=stages,
-        preflight=[(c.name, c.level, c.message) for c in registry.preflight_checks(run_id) if c.level != "ok"],
+        preflight=_preflight(registry, run_id, decision),
         rehearsal=_rehearsal(registry),
         dataset={
             "examples": run.dataset_examples,
@@ -403,6 +403,31 @@ def _round_robin(groups: dict[str, list[ItemRow]], n: int) -> list[ItemRow]:
         for q in queues:
             if q and len(out) < n:
                 out.append(q.pop(0))
+    return out
+
+
+GUARDS_CHECK = "suite.guards"
+"""The preflight check that estimates, before the night, which categories can guard their margin."""
+
+
+def _preflight(registry: Registry, run_id: int, d: Decision | None) -> list[tuple[str, str, str]]:
+    """The run's preflight findings (not ``ok``) as (check, level, message).
+
+    ``suite.guards`` estimates from the previous night's spread (or a prior) before the night;
+    the gate then uses tonight's scores. When the gate decided, its own count follows the
+    estimate, so the report does not warn "8 of 8 cannot count" above "8 of 8 counted".
+    """
+    out = []
+    for c in registry.preflight_checks(run_id):
+        if c.level == "ok":
+            continue
+        message = c.message
+        if c.name == GUARDS_CHECK and d is not None and d.composite is not None:
+            message += (
+                f" (before the night; the gate decided on tonight's scores: {len(d.composite.counted)} of "
+                f"{len(d.categories)} categories counted, see the decision)"
+            )
+        out.append((c.name, c.level, message))
     return out
 
 

@@ -492,3 +492,23 @@ def test_terminal_report_has_no_markdown_escapes_and_html_renders_code(night: tu
     assert md_plain(f"a\\_b\n{fenced}") == f"a_b\n{fenced}"  # a code block's backslashes are its text
     page = render_html(gather_report(cfg, reg, rid))
     assert "run <code>nightshift suite check</code> (server http://127.0.0.1:43255" in page and "`" not in page
+
+
+def test_the_preflight_guard_estimate_does_not_contradict_the_gate(night: tuple) -> None:
+    """Issue 10 review, defect 7: the report warned "8 of 8 categories cannot guard their margin or
+    count toward a promotion" (preflight's estimate from the previous night or a prior) while its
+    gate section said "8 of 8 categories counted"."""
+    from daemon.config import config_from_dict
+    from daemon.preflight.guards import check_guards
+
+    cfg, reg, state = night
+    suite = Path(__file__).parents[1] / "fixtures" / "suites" / "valid" / "suite.yaml"  # small categories
+    small = config_from_dict({"paths": {"state_dir": str(state), "eval_suite": str(suite)}}, base_dir=state.parent)
+    (warn,) = check_guards(small)
+    assert warn.level == "warn" and warn.message.startswith("estimated before the night from a prior SD"), warn.message
+    rid = make_night(cfg, reg, "promoted")
+    reg.record_preflight(rid, [{"name": "suite.guards", "level": "warn", "message": warn.message, "duration_s": 0.0}])
+    text = render_report(cfg, reg, rid)
+    row = next(line for line in text.splitlines() if line.startswith("| suite.guards |"))
+    assert "estimated before the night" in row and "the gate decided on tonight's scores: 2 of 2 categories counted" in row
+    assert "2 of 2 categories counted" in text.split("### Composite", 1)[1]
