@@ -209,7 +209,7 @@ def render_status(status: dict[str, Any]) -> str:
         when = f" since {_local(since)}" if since else ""
         lines.append(f"approval:   run {run_id} awaits approval{when} (nightshift approve {run_id} / nightshift reject {run_id})")
     for rec in status.get("recoveries") or []:
-        lines.append(f"recovered:  {rec['at']} {rec['action']}: {rec['detail']}")
+        lines.append(f"recovered:  {_local(rec['at'])} {rec['action']}: {rec['detail']}")
     daemon = status.get("daemon") or {}
     lines.append(f"daemon:     {'running, pid ' + str(daemon.get('pid')) if daemon.get('running') else 'not running'}")
     next_run = status.get("next_run")

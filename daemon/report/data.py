@@ -561,7 +561,7 @@ def _trend(runs: Sequence[Any]) -> list[TrendPoint]:
         out.append(
             TrendPoint(
                 run_id=r.id,
-                date=r.started_at.date().isoformat() if r.started_at else "",
+                date=local_text(r.started_at)[:10] if r.started_at else "",  # the local date
                 status=r.status,
                 champion=comp.get("champion"),
                 challenger=comp.get("challenger"),

@@ -336,7 +336,8 @@ def test_status_says_since_when_a_run_awaits_approval(night: tuple) -> None:
     assert status["pending_approval"] == [waiting] and status["pending_since"] == {str(waiting): "2026-11-20T01:00:00+00:00"}
     text = render_status(status)
     assert f"approval:   run {waiting} awaits approval since 2026-11-20 " in text
-    assert "recovered:  2026-11-20T01:00:00+00:00 mark_dead_run: run 7 was marked interrupted (pid 4242 is gone)" in text
+    # (human status lines are local time: issue 10 review, defect 3)
+    assert "recovered:  2026-11-20 01:00 UTC mark_dead_run: run 7 was marked interrupted (pid 4242 is gone)" in text
 
 
 def test_a_later_rollback_does_not_rewrite_what_a_night_served(night: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
