@@ -644,7 +644,7 @@ def timed_stage(registry: Registry, run_id: int, name: str, fn: Callable[[], T])
 
     The outcome is ``failed`` when ``fn`` raises, and also when it returns a result whose
     ``ok`` attribute is False (a hand-off reports its failure as a result, not an exception);
-    that result's ``reason`` goes into the ``stage`` log event.
+    that result's ``reason`` is recorded with the row and the ``stage`` log event.
     """
     stage_id = registry.start_stage(run_id, name)
     started = time.monotonic()
@@ -662,7 +662,7 @@ def timed_stage(registry: Registry, run_id: int, name: str, fn: Callable[[], T])
         raise
     finally:
         duration = time.monotonic() - started
-        registry.finish_stage(stage_id, duration_s=duration, outcome=outcome)
+        registry.finish_stage(stage_id, duration_s=duration, outcome=outcome, reason=reason)
         log.info("stage", run_id=run_id, stage=name, duration_s=round(duration, 3), outcome=outcome, reason=reason)
 
 

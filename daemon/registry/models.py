@@ -193,6 +193,7 @@ class RunStage(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     duration_s: Mapped[float | None] = mapped_column(Float)
     outcome: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Model(Base):

@@ -277,13 +277,13 @@ class Registry:
             s.add(row)
         return row.id
 
-    def finish_stage(self, stage_id: int, *, duration_s: float, outcome: str) -> None:
-        """Record a stage's end, its duration (seconds, monotonic) and outcome."""
+    def finish_stage(self, stage_id: int, *, duration_s: float, outcome: str, reason: str | None = None) -> None:
+        """Record a stage's end, its duration (seconds, monotonic), outcome and (failed) one-line reason."""
         with self._tx() as s:
             s.execute(
                 update(RunStage)
                 .where(RunStage.id == stage_id)
-                .values(finished_at=clock.now(), duration_s=duration_s, outcome=outcome)
+                .values(finished_at=clock.now(), duration_s=duration_s, outcome=outcome, reason=reason)
             )
 
     def stages(self, run_id: int) -> list[RunStage]:

@@ -80,7 +80,10 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
     run = registry.get_run(run_id)
     status = RunStatus(run.status)
     decision = _decision(run.decision)
-    stages = [(s.stage, s.outcome or "running", s.duration_s) for s in registry.stages(run_id)]
+    stages = [
+        (s.stage, f"{s.outcome}: {s.reason}" if s.outcome and s.reason else s.outcome or "running", s.duration_s)
+        for s in registry.stages(run_id)
+    ]
     history = [r for r in registry.runs(limit=trend_nights + 1) if r.id <= run_id]
     previous = next((r for r in history if r.id < run_id and _snapshot(r.config_snapshot).get("training")), None)
 

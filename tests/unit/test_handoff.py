@@ -255,6 +255,8 @@ def test_a_failed_handoff_is_a_failed_stage_and_the_rollback_its_own_row(tmp_pat
                                 kind="promotion", record_stage=stage)
     assert not out.kept
     assert [(st.stage, st.outcome) for st in reg.stages(2)] == [("handoff", "failed"), ("rollback", "ok")]
+    handoff_stage = reg.stages(2)[0]
+    assert handoff_stage.reason is not None and "the server still serves run-0001" in handoff_stage.reason
     reg.close()
 
 
