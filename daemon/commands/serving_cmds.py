@@ -88,7 +88,7 @@ def rollback(config_path: str | None, profile: str | None, to_run: int | None, w
     for result in outcome.results:
         click.echo(f"{result.verdict}" + (f" ({result.reason})" if result.reason and not result.ok else ""))
     if not outcome.kept:
-        raise HandoffFailed(f"the rollback to {target.label} was undone: {outcome.reason}")
+        raise HandoffFailed(f"the rollback to {target.label} was undone: its hand-off failed (the reason is above)")
     click.echo(f"champion: {target.label}")
 
 
