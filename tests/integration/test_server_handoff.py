@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -166,19 +167,30 @@ def test_real_server_does_not_outlive_a_kill_9_of_nightshift_serve(demo_workspac
     assert not (state / "serving" / "server.pid.json").exists()
 
 
-def test_busy_port_during_the_handoff_rolls_the_promotion_back(demo_workspace: Path) -> None:
-    """Issue 13: a managed server that cannot bind its port ends in a rolled-back promotion naming the port."""
+def test_busy_port_during_the_handoff_rolls_the_promotion_back(
+    demo_workspace: Path, write_config: Callable[..., Path]
+) -> None:
+    """Issue 13: a managed server that cannot bind its port ends in a rolled-back promotion naming the port.
+
+    Preflight refuses a port that is busy before the night, so the port is taken after it:
+    the night waits for approval, another program takes the port, then ``approve`` hands off.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    write_config(policy="manual")
+    cfg = add_serving(demo_workspace, f"  mode: managed\n  port: {port}\n  health_timeout_s: 30\n")
+    night = nightshift("-c", str(cfg), "--run-now")
+    assert night.returncode == 0 and "run 1: awaiting approval" in night.stdout, night.stderr
     with socket.socket() as busy:  # another program holds the configured port
-        busy.bind(("127.0.0.1", 0))
+        busy.bind(("127.0.0.1", port))
         busy.listen()
-        port = busy.getsockname()[1]
-        cfg = add_serving(demo_workspace, f"  mode: managed\n  port: {port}\n  health_timeout_s: 30\n")
-        night = nightshift("-c", str(cfg), "--run-now")
-        assert night.returncode == 1, night.stderr
-        assert "run 1: rolled_back" in night.stdout
-        error = night.stderr.strip().splitlines()[-1]
-        assert error.startswith("Error: run 1 was promoted, then rolled back (")
-        assert f"port {port} on 127.0.0.1 is already in use" in night.stdout
+        approved = nightshift("-c", str(cfg), "approve", "1")
+        assert approved.returncode == 1, approved.stderr
+        assert "run 1: rolled back" in approved.stdout, approved.stdout
+        error = approved.stderr.strip().splitlines()[-1]
+        assert error.startswith("Error: run 1 was promoted, then rolled back")
+        assert f"port {port} on 127.0.0.1 is already in use" in approved.stdout
         state = demo_workspace / "state"
         assert champion_and_current(state) == ("", None)  # the base model again; current removed
         con = sqlite3.connect(state / "registry.sqlite")
