@@ -31,7 +31,10 @@ far more than the 5% being tested, and CPU time shows whether the work differs.
 Target: median of the per-pair ours/ref wall-time ratios <= 1.05. Exit status 0 when it holds,
 1 otherwise. Usage::
 
-    python benchmarks/train_vs_mlx_lm.py [--iters 300] [--repeats 5] [--max-ratio 1.05]
+    python benchmarks/train_vs_mlx_lm.py [--iters 300] [--repeats 5] [--max-ratio 1.05] [--config FILE]
+
+``--config`` runs the same comparison on another workspace, e.g. the real model that
+``make real-model`` converts (``real-model-workspace/task/nightshift.yaml``).
 """
 
 from __future__ import annotations
@@ -240,20 +243,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=300, help="training iterations per run")
     parser.add_argument("--repeats", type=int, default=5, help="pairs of runs (median taken)")
     parser.add_argument("--max-ratio", type=float, default=1.05, help="target: ours/ref wall time")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="an existing nightshift config (e.g. real-model-workspace/task/nightshift.yaml from "
+        "`make real-model`) instead of the demo workspace; --iters replaces its training.iters",
+    )
     add_child_options(parser)
     args = parser.parse_args(argv)
     apply_child_options(args)
 
     with tempfile.TemporaryDirectory(prefix="nightshift-bench-train-") as tmp:
-        workspace = Path(tmp) / "ws"
-        cfg = load_config(build_workspace(workspace, iters=args.iters))
+        if args.config is not None:
+            cfg = load_config(args.config)
+            cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, iters=args.iters))
+        else:
+            cfg = load_config(build_workspace(Path(tmp) / "ws", iters=args.iters))
         print(
             f"machine: {platform.system()} {platform.machine()}, {_cpu_count()} CPU cores; BLAS: {blas_description()}, "
             f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
         )
         t = cfg.training
         print(
-            f"job: demo model, iters={t.iters} batch={t.batch_size} rank={t.lora.rank} "
+            f"job: {cfg.paths.base_model.name}, iters={t.iters} batch={t.batch_size} rank={t.lora.rank} "
             f"scale={t.lora.effective_scale} layers={t.lora.layers} lr={t.learning_rate} ({t.lr_schedule}, "
             f"warmup {t.warmup_steps}) max_seq_len={t.max_seq_len_tokens} mask_prompt={t.mask_prompt}"
         )
