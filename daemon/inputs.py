@@ -50,6 +50,14 @@ def training_section(config_snapshot: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in section.items() if k not in IGNORED_TRAINING_KEYS}
 
 
+def _differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The keys whose canonical values differ between two config sections (a key missing on
+    one side differs from any value, ``None`` included), sorted."""
+    return sorted(
+        k for k in set(a) | set(b) if k not in a or k not in b or _canonical(a[k]) != _canonical(b[k])
+    )
+
+
 def changes(champion: TrainingInputs, current: TrainingInputs) -> list[str]:
     """What differs between the champion's run and tonight, in words; empty when nothing does.
 
@@ -60,12 +68,7 @@ def changes(champion: TrainingInputs, current: TrainingInputs) -> list[str]:
         out.append("base model")
     if champion.dataset_sha256 is None or champion.dataset_sha256 != current.dataset_sha256:
         out.append("dataset")
-    if _canonical(champion.training) != _canonical(current.training):
-        keys = sorted(
-            k
-            for k in set(champion.training) | set(current.training)
-            if _canonical(champion.training.get(k)) != _canonical(current.training.get(k))
-        )
+    if keys := _differing_keys(champion.training, current.training):
         out.append("training config (" + ", ".join(f"training.{k}" for k in keys) + ")")
     for name, version in current.versions.items():
         if champion.versions.get(name) is None or champion.versions.get(name) != version:
@@ -131,12 +134,7 @@ def decided_changes(decided: NightInputs, tonight: NightInputs) -> list[str]:
     out = changes(decided.trained, tonight.trained)
     if decided.champion_eval is None or decided.champion_eval != tonight.champion_eval:
         out.append("champion or eval suite")
-    if _canonical(decided.gate) != _canonical(tonight.gate):
-        keys = sorted(
-            k
-            for k in set(decided.gate) | set(tonight.gate)
-            if _canonical(decided.gate.get(k)) != _canonical(tonight.gate.get(k))
-        )
+    if keys := _differing_keys(decided.gate, tonight.gate):
         out.append("promotion gate (" + ", ".join(f"promotion.{k}" for k in keys) + ")")
     return out
 
