@@ -8,9 +8,11 @@ callback passed to it.
 Around mlx-lm's loop the callback keeps:
 
 * the **best checkpoint**: after every validation (iteration 0, every
-  ``steps_per_eval``, and the final weights) the adapter with the lowest
-  validation loss is kept; that one becomes ``adapters.safetensors``. Every
-  validation pass scores the same batches, so the losses compare;
+  ``steps_per_eval``, and mlx-lm's last one, one step before the end) the
+  adapter with the lowest validation loss is kept; that one becomes
+  ``adapters.safetensors``. Every validation pass scores the same batches, so
+  the losses compare. The final weights get a validation pass of their own only
+  when more than one step has gone unscored (see :func:`daemon.worker.guards.needs_final_validation`);
 * **guards**: NaN/inf losses and the loss-spike watchdog abort the run
   (exit 3, no adapter kept); gradients are clipped to ``max_grad_norm``;
 * **stops**: early stopping (``early_stopping_patience`` evaluations without
@@ -56,7 +58,7 @@ from daemon.worker.common import (
     watch_parent,
     write_json,
 )
-from daemon.worker.guards import BestCheckpoint, LossSpikeWatch
+from daemon.worker.guards import BestCheckpoint, LossSpikeWatch, needs_final_validation
 
 ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -461,8 +463,7 @@ def _train(req: dict[str, Any], metrics: JsonLines, result_file: Path, writer: b
     except StopTraining as stop:
         stop_reason, stop_detail = stop.reason, str(stop)
         metrics.write({"event": "stop", "iteration": callback.done, "reason": stop.reason, "detail": stop_detail})
-    if callback.last_val_iteration != callback.done:
-        # mlx-lm's last validation ran before the last step: score the final weights too.
+    if needs_final_validation(callback.last_val_iteration, callback.done):
         tic = time.perf_counter()
         val_loss = evaluate(
             model=model,

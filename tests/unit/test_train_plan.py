@@ -15,7 +15,7 @@ from daemon.errors import ConfigError, TrainingFailed
 from daemon.registry import Registry, RunStatus, Trigger
 from daemon.train import build_request, find_resume_point, plan_training
 from daemon.worker.common import CHECKPOINTS_DIR, LATEST_CHECKPOINT
-from daemon.worker.guards import BestCheckpoint, LossSpikeWatch
+from daemon.worker.guards import BestCheckpoint, LossSpikeWatch, needs_final_validation
 
 
 def test_best_checkpoint_tracks_lowest_loss_and_patience() -> None:
@@ -27,6 +27,15 @@ def test_best_checkpoint_tracks_lowest_loss_and_patience() -> None:
     assert best.patience_exhausted(2) and not best.patience_exhausted(3) and not best.patience_exhausted(None)
     assert BestCheckpoint.from_dict(json.loads(json.dumps(best.to_dict()))) == best
 
+
+
+def test_final_weights_are_validated_only_when_more_than_one_step_went_unscored() -> None:
+    assert not needs_final_validation(59, 60)  # completed: mlx-lm validated one step before the end
+    assert not needs_final_validation(40, 40)  # early stopping ends on a validation
+    assert needs_final_validation(40, 47)  # the deadline stopped between validations
+    assert needs_final_validation(0, 1) and needs_final_validation(None, 3)  # nothing trained was scored
+    assert not needs_final_validation(None, 0)
+    assert not needs_final_validation(30, 31)  # resumed at 30 with one iteration left
 
 def test_loss_spike_watch_needs_consecutive_reports_over_the_running_median() -> None:
     watch = LossSpikeWatch(factor=3.0, reports=2)
