@@ -18,6 +18,16 @@ the first and the last reporting step (our ``metrics.jsonl`` time stamps;
 mlx-lm's console lines time-stamped as they arrive), so it includes the same
 periodic validation batches for both.
 
+Both sides must do the same work, and mlx-lm draws its batches at random:
+each epoch is a random order of the same length-sorted batches, and each
+validation pass scores ``val_batches`` batches drawn at random. So, unless
+``--keep-iters``, the iterations are rounded up to whole epochs (every
+training batch the same number of times on both sides) and each validation
+pass scores the whole validation set (``val_batches`` raised to the number of
+validation batches). Without that a 60-iteration run on a 40-batch epoch lets
+each side pick a different 20 batches for its second epoch, which moved the
+per-iteration ratio by several percent between pairs.
+
 Only the loss function differs: ours masks ``steps < length`` where mlx-lm
 0.32's ``default_loss`` uses ``<=`` (see :func:`daemon.worker.mlxutil.masked_loss`);
 the work per step is the same.
@@ -237,6 +247,32 @@ def _per_iter(points: list[tuple[int, float]]) -> float | None:
     return (t1 - t0) / (i1 - i0)
 
 
+def _examples(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+def same_batches(cfg: Config) -> tuple[Config, str]:
+    """``cfg`` with whole epochs and whole validation passes, and a line saying what changed.
+
+    mlx-lm's ``iterate_batches`` makes ``examples // batch_size`` batches of
+    length-sorted examples and shuffles their order every epoch; validation
+    draws ``val_batches`` of them at random. Whole epochs and the whole
+    validation set make both sides process the same batches (in different
+    orders), so the ratio measures overhead, not which batches were drawn.
+    """
+    t = cfg.training
+    per_epoch = max(1, _examples(cfg.paths.dataset / "train.jsonl") // t.batch_size)
+    val_total = max(1, _examples(cfg.paths.dataset / "valid.jsonl") // t.batch_size)
+    epochs = max(1, -(-t.iters // per_epoch))
+    iters = epochs * per_epoch
+    val_batches = val_total if t.val_batches != -1 else -1
+    note = (
+        f"same batches on both sides: iters {t.iters} -> {iters} ({epochs} epoch(s) of {per_epoch} batches), "
+        f"val_batches {t.val_batches} -> {val_batches} (the whole validation set); --keep-iters to disable"
+    )
+    return dataclasses.replace(cfg, training=dataclasses.replace(t, iters=iters, val_batches=val_batches)), note
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison; returns the exit status (0 when the target holds)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -249,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         help="an existing nightshift config (e.g. real-model-workspace/task/nightshift.yaml from "
         "`make real-model`) instead of the demo workspace; --iters replaces its training.iters",
     )
+    parser.add_argument(
+        "--keep-iters",
+        action="store_true",
+        help="use --iters and val_batches as given (default: whole epochs and whole validation passes, "
+        "so both sides train and validate on the same batches)",
+    )
     add_child_options(parser)
     args = parser.parse_args(argv)
     apply_child_options(args)
@@ -259,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
             cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, iters=args.iters))
         else:
             cfg = load_config(build_workspace(Path(tmp) / "ws", iters=args.iters))
+        if not args.keep_iters:
+            cfg, note = same_batches(cfg)
+            print(note)
         print(
             f"machine: {platform.system()} {platform.machine()}, {_cpu_count()} CPU cores; BLAS: {blas_description()}, "
             f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"

@@ -146,7 +146,7 @@ def paused_server(cfg: Config, run_id: int) -> Iterator[None]:
             state = read_server_state(cfg.paths.state_dir) or {}
             if state.get("state") in ("paused", "stopped"):
                 break
-            time.sleep(0.1)
+            shutdown.wait(0.1)
         log.info("server_paused", run_id=run_id)
         yield
     finally:
@@ -183,7 +183,7 @@ def _wait_managed(cfg: Config, release: str, since: float) -> str:
                 f"the managed server did not come up on {name} at {st.get('url', '?')} within "
                 f"{sv.health_timeout_s:g} s (state: {st.get('state', 'unknown')})"
             )
-        time.sleep(0.05)
+        shutdown.wait(0.05)  # wakes at once on a stop
 
 
 def _wait_healthy(cfg: Config, url: str) -> None:
@@ -197,7 +197,7 @@ def _wait_healthy(cfg: Config, url: str) -> None:
             raise Interrupted(f"{shutdown.stop_reason()} while waiting for {url}")
         if time.monotonic() > deadline:
             raise HandoffFailed(f"the server at {url} was not healthy within {sv.health_timeout_s:g} s: {problem}")
-        time.sleep(0.2)
+        shutdown.wait(0.2)
 
 
 def hand_off(
