@@ -54,7 +54,7 @@ def watch_parent(poll_s: float = PARENT_POLL_S, *, ignore_env: bool = False) -> 
 
 
 class JsonLines:
-    """Append-only JSON lines file, flushed and fsynced per record."""
+    """Append-only JSON lines file: every record is flushed, and fsynced when asked (``sync=True``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
