@@ -144,9 +144,10 @@ class TrainingConfig:
     """...for this many consecutive reports."""
     early_stopping_patience: int | None = field(default=None, metadata=_rng(1, 1_000_000))
     """Stop when the validation loss has not improved for this many evaluations; null: off."""
-    deadline: str | None = None
+    deadline: str | None = field(default=None, metadata={"int_as_text": True, "example": '"06:30" or "5h"'})
     """Training ends in time for the rest of the night to finish by then: a local time
-    (``06:30``) or a duration from the run's start (``5h``, ``90m``, ``1h30m``, ``3600s``)."""
+    (``06:30``; a time already passed today is tomorrow's) or a duration counted from the
+    run's start, preflight included (``5h``, ``90m``, ``1h30m``, ``3600s``; a bare integer is seconds)."""
     resume: bool = True
     """Resume a run interrupted during training from its last checkpoint (same night, same job)."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
@@ -561,8 +562,11 @@ def _coerce(tp: Any, value: Any, key: str, problems: list[str], base_dir: Path, 
         _check_range(value, key, meta, problems, "a number")
         return value
     if tp is str:
+        if meta.get("int_as_text") and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # a bare number of seconds (training.deadline: 3600)
         if not isinstance(value, str):
-            problems.append(f"{key}: must be a string, got {excerpt(value)}")
+            example = f" such as {meta['example']} (quoted)" if meta.get("example") else ""
+            problems.append(f"{key}: must be a string{example}, got {excerpt(value)}")
         return value
     if tp is Path:
         if not isinstance(value, str) or not value:

@@ -405,7 +405,8 @@ class _Night:
                     raise
                 log.warning("metrics_delayed", run_id=self.run_id, rows=len(pending), error=str(exc))
 
-        plan = plan_training(self.cfg, self.registry, self.run_id, clock.now())
+        started = self.registry.get_run(self.run_id).started_at
+        plan = plan_training(self.cfg, self.registry, self.run_id, clock.now(), started=started)
         result = train_challenger(
             self.cfg,
             self.run_dir,

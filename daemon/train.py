@@ -202,13 +202,20 @@ def build_request(cfg: Config, run_dir: Path, plan: TrainPlan | None = None) -> 
     return request
 
 
-def plan_training(cfg: Config, registry: Registry, run_id: int, now: datetime) -> TrainPlan:
+def plan_training(
+    cfg: Config, registry: Registry, run_id: int, now: datetime, started: datetime | None = None
+) -> TrainPlan:
     """Decide tonight's stop time and whether to resume an interrupted run.
+
+    The deadline is placed from the run's start (``started``): a duration counts
+    from it, preflight included, and a clock time is the first one after it (an
+    operator's "deadline: 2h" means two hours for the whole night).
 
     Args:
         registry: the last nights' stage durations and runs.
         run_id: this run (it is not a candidate to resume).
         now: aware current time (the deadline's clock time is read in its zone).
+        started: aware time the run started; None: ``now``.
 
     Raises:
         TrainingFailed: the deadline leaves no time to train.
@@ -216,8 +223,9 @@ def plan_training(cfg: Config, registry: Registry, run_id: int, now: datetime) -
     plan = TrainPlan()
     t = cfg.training
     if t.deadline is not None:
-        local_now = now.astimezone(_schedule_zone(cfg))
-        deadline = deadline_at(parse_deadline(t.deadline), local_now)
+        zone = _schedule_zone(cfg)
+        local_now = now.astimezone(zone)
+        deadline = deadline_at(parse_deadline(t.deadline), (started or now).astimezone(zone))
         left_s = (deadline - local_now).total_seconds()
         reserve = post_training_reserve_s(recent_post_training_s(registry, run_id), left_s)
         stop_at = now.timestamp() + left_s - reserve

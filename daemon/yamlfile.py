@@ -11,10 +11,15 @@ Stricter than ``yaml.safe_load`` in two ways:
 * a document whose aliases expand to more than :data:`MAX_EXPANDED_NODES`
   nodes is refused (a "billion laughs" alias bomb is a few hundred bytes of
   YAML that every later walk over the value, and its repr, multiplies).
+
+And closer to YAML 1.2 in one way: no base-60 numbers. YAML 1.1 reads ``6:30``
+as the integer 390 (and ``1:30.5`` as a float); YAML 1.2 dropped sexagesimals,
+so here ``deadline: 6:30`` stays the string ``"6:30"``.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +64,30 @@ class _StrictLoader(yaml.SafeLoader):
                 seen[key] = key_node
                 values[key] = value_node
         return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
+
+
+INT_TAG = "tag:yaml.org,2002:int"
+FLOAT_TAG = "tag:yaml.org,2002:float"
+
+# PyYAML's int and float patterns (yaml/resolver.py) without their base-60 branches.
+_INT_12 = re.compile(
+    r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?0[0-7_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""",
+    re.X,
+)
+_FLOAT_12 = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, _INT_12 if tag == INT_TAG else _FLOAT_12 if tag == FLOAT_TAG else rx) for tag, rx in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def excerpt_key(key: Any) -> str:

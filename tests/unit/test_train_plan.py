@@ -141,3 +141,33 @@ def test_deadline_plan_keeps_the_last_nights_post_training_time(tmp_path: Path) 
             plan_training(_cfg(tmp_path, deadline="10m"), reg, current, now)
     finally:
         reg.close()
+
+
+def test_unquoted_deadlines_in_the_config_file(tmp_path: Path) -> None:
+    """Defect: `deadline: 6:30` was read as the base-60 integer 390 and `deadline: 3600` was refused."""
+    from daemon.config import load_config
+
+    path = tmp_path / "nightshift.yaml"
+    path.write_text("training:\n  deadline: 6:30\n")
+    assert load_config(path).training.deadline == "6:30"
+    path.write_text("training:\n  deadline: 3600\n")
+    deadline = load_config(path).training.deadline
+    assert deadline is not None and parse_deadline(deadline).duration_s == 3600
+    path.write_text("training:\n  deadline: 6.5\n")
+    with pytest.raises(ConfigError, match=r'training.deadline: must be a string such as "06:30" or "5h" \(quoted\)'):
+        load_config(path)
+
+
+def test_duration_deadline_counts_from_the_run_start(tmp_path: Path) -> None:
+    """Defect: `deadline: 2h` was counted from the start of training (after preflight), not the run's."""
+    cfg = _cfg(tmp_path, deadline="2h")
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        current = reg.create_run(trigger=Trigger.MANUAL, config_snapshot={}, config_path=None, profile=None).id
+        started = datetime(2026, 12, 2, 1, 0, tzinfo=UTC)
+        now = started + timedelta(minutes=30)  # preflight took half an hour
+        plan = plan_training(cfg, reg, current, now, started=started)
+        assert plan.deadline == started + timedelta(hours=2)
+        assert plan.stop_at_unix == pytest.approx(started.timestamp() + 7200 - 0.25 * 5400)
+    finally:
+        reg.close()

@@ -124,3 +124,10 @@ def test_one_yaml_loader() -> None:
         if p.name != "yamlfile.py" and any(f"yaml.{fn}(" in p.read_text(encoding="utf-8") for fn in ("safe_load", "load", "full_load"))
     )
     assert users == []
+
+
+def test_no_base_60_numbers() -> None:
+    """Defect: YAML 1.1 read `6:30` as 390 and `1:30.5` as 90.5; YAML 1.2 (and we) keep them strings."""
+    value = parse_yaml("a: 6:30\nb: 1:30.5\nc: 3600\nd: 1.5\ne: 0x1f\nf: -3\ng: .inf\n", "test")
+    assert value["a"] == "6:30" and value["b"] == "1:30.5"
+    assert (value["c"], value["d"], value["e"], value["f"]) == (3600, 1.5, 31, -3) and value["g"] == float("inf")
