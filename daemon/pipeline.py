@@ -387,6 +387,7 @@ class _Night:
                     "tokens_per_s": p.tokens_per_s,
                     "trained_tokens": p.trained_tokens,
                     "eta_s": p.eta_s,
+                    "stop_at": stop_at.isoformat(timespec="seconds") if stop_at else None,
                 },
                 throttle_s=2.0,
             )
@@ -407,6 +408,10 @@ class _Night:
 
         started = self.registry.get_run(self.run_id).started_at
         plan = plan_training(self.cfg, self.registry, self.run_id, clock.now(), started=started)
+        stop_at = plan.stop_at_datetime
+        self.registry.update_run(self.run_id, train_deadline=plan.deadline, train_stop_at=stop_at)
+        if plan.deadline is not None:
+            log.info("training_deadline", run_id=self.run_id, plan=plan.describe(clock.now()), reserve_s=round(plan.reserve_s))
         result = train_challenger(
             self.cfg,
             self.run_dir,
@@ -420,6 +425,11 @@ class _Night:
             chosen_iteration=result.chosen_iteration,
             chosen_val_loss=result.chosen_val_loss,
             train_stop_reason=result.stop_reason,
+            train_stop_detail=result.stop_detail or None,
+            train_iterations_done=result.iterations_done,
+            train_iterations_total=self.cfg.training.iters,
+            train_world_size=result.world_size,
+            train_backend=self.cfg.training.distributed.backend if result.world_size > 1 else None,
             resumed_from_run_id=result.resumed_from_run_id,
             resumed_iterations=result.resumed_from_iteration or None,
         )

@@ -37,6 +37,7 @@ class RunSummary:
         composite_delta: challenger minus champion; None likewise.
         report_path: the morning report, if written.
         headline: the outcome in one sentence (:func:`headline`).
+        training: an early stop of training (:func:`training_stop_text`), else "".
     """
 
     run_id: int
@@ -50,6 +51,7 @@ class RunSummary:
     composite_delta: float | None
     report_path: str | None
     headline: str = ""
+    training: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: times as UTC ISO 8601 (seconds), durations in seconds."""
@@ -61,6 +63,7 @@ class RunSummary:
             "duration_s": round(self.duration_s, 1) if self.duration_s is not None else None,
             "reason": self.reason,
             "headline": self.headline,
+            "training": self.training or None,
             "champion_composite": self.champion_composite,
             "challenger_composite": self.challenger_composite,
             "composite_delta": self.composite_delta,
@@ -112,7 +115,7 @@ HEADLINE_REASON_CHARS = 300
 """Widest failure reason quoted in the one-sentence headline (characters; the report has it whole)."""
 
 
-def headline(status: str, decision: dict[str, Any] | None, failure_reason: str | None) -> str:
+def headline(status: str, decision: dict[str, Any] | None, failure_reason: str | None, training: str = "") -> str:
     """The run's outcome in one sentence: what happened, then why (the gate's sentence or the failure).
 
     The report's headline, the last line of ``--run-now`` and every notification
@@ -129,7 +132,14 @@ def headline(status: str, decision: dict[str, Any] | None, failure_reason: str |
         decision: the stored gate decision (:meth:`daemon.gate.Decision.to_dict`), or None/{}.
         failure_reason: the run's recorded reason (failure, interruption, rollback, skip or
             an operator's decision), folded to one line and cut to :data:`HEADLINE_REASON_CHARS`.
+        training: an early stop of training (:func:`training_stop_text`), added as
+            ``; training stopped early at iteration 720 of 100000 for the deadline 06:30``.
     """
+    text = _headline(status, decision, failure_reason)
+    return f"{text}; training {training}" if training and not text.startswith("running") else text
+
+
+def _headline(status: str, decision: dict[str, Any] | None, failure_reason: str | None) -> str:
     from daemon.registry.models import ACTIVE_STATUSES
 
     word = status.replace("_", " ")
@@ -154,6 +164,37 @@ def headline(status: str, decision: dict[str, Any] | None, failure_reason: str |
     if folded:
         return f"{word}: {folded}"
     return f"{word}: no reason was recorded" if status in ("failed", "interrupted", "rolled_back") else word
+
+
+def training_stop_text(run: Any) -> str:
+    """How training ended when it did not run all its iterations, in words; "" otherwise.
+
+    ``stopped early at iteration 720 of 100000 for the deadline 06:30`` or
+    ``stopped early at iteration 300 of 1000: validation loss has not improved for 3
+    evaluations (best 1.2040 at iteration 200)``. A completed run says nothing (every
+    normal night would). Reads the ``train_*`` columns of a registry ``Run``.
+    """
+    cause = training_stop_cause(run)
+    if not cause:
+        return ""
+    done, total = getattr(run, "train_iterations_done", None), getattr(run, "train_iterations_total", None)
+    where = f" at iteration {done} of {total}" if done is not None and total else ""
+    return f"stopped early{where}{cause}"
+
+
+def training_stop_cause(run: Any) -> str:
+    """Why training stopped early, as the end of a sentence: `` for the deadline 06:30``,
+    ``: validation loss has not improved for 3 evaluations (...)``; "" for a completed run."""
+    reason = getattr(run, "train_stop_reason", None)
+    if not reason or reason == "completed":
+        return ""
+    detail = getattr(run, "train_stop_detail", None) or ""
+    if reason == "deadline":
+        deadline = getattr(run, "train_deadline", None)
+        return " for the deadline" + (f" {deadline.astimezone():%H:%M}" if deadline else "")
+    if reason == "early_stopping":
+        return ": " + (detail or "the validation loss stopped improving (early stopping)")
+    return f" ({reason.replace('_', ' ')})" + (f": {detail}" if detail else "")
 
 
 def is_rollback(promo: Any, model: Any) -> bool:
@@ -206,8 +247,10 @@ def summarize_run(run: Any) -> RunSummary:
     duration = None
     if run.started_at is not None and run.finished_at is not None:
         duration = (run.finished_at - run.started_at).total_seconds()
+    training = training_stop_text(run)
     return RunSummary(
-        headline=headline(run.status, decision, run.failure_reason),
+        headline=headline(run.status, decision, run.failure_reason, training),
+        training=training,
         run_id=run.id,
         trigger=run.trigger,
         status=run.status,
@@ -229,7 +272,7 @@ def history_table(rows: list[RunSummary], changes: dict[int, list[str]] | None =
     """A fixed-width table, header first, one run per line (newest first as given).
 
     Columns: run, trigger, started (local time), duration, outcome, composite
-    delta, reason (cut to :data:`REASON_CHARS`). ``changes`` (:func:`command_changes`) adds a
+    delta, reason (an early stop of training first, then the reason; cut to :data:`REASON_CHARS`). ``changes`` (:func:`command_changes`) adds a
     ``champion ... (after run N)`` line above run N for each change no run made (``nightshift rollback``).
     """
     header = ("run", "trigger", "started", "duration", "outcome", "delta", "reason")
@@ -241,7 +284,7 @@ def history_table(rows: list[RunSummary], changes: dict[int, list[str]] | None =
             duration_text(r.duration_s) if r.duration_s is not None else ("running" if r.started_at else "-"),
             r.status,
             f"{r.composite_delta:+.4f}" if r.composite_delta is not None else "-",
-            _cut(r.reason, REASON_CHARS) or "-",
+            _cut("; ".join(t for t in (r.training, r.reason) if t), REASON_CHARS) or "-",
         )
         for r in rows
     ]

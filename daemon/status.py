@@ -13,7 +13,7 @@ from daemon.lock import read_lock_holder
 from daemon.notify import last_notice_status
 from daemon.promote import current_target
 from daemon.registry import Registry
-from daemon.runsummary import champion_change_text, is_rollback
+from daemon.runsummary import champion_change_text, is_rollback, training_stop_text
 from daemon.worker.env import blas_description
 
 
@@ -24,7 +24,7 @@ def collect_status(cfg: Config) -> dict[str, Any]:
     decided_by}``), ``last_run`` (null or ``{id, status, trigger, started_at,
     finished_at, failure_reason, report}``), ``running`` (null or the live
     progress of the run holding the lock: ``{run_id, pid, stage, iteration,
-    total, train_loss, eta_s, ...}``), ``pending_approval`` (ids of runs
+    total, train_loss, eta_s, stop_at, ...}``; ``stop_at``: when training stops for the deadline), ``pending_approval`` (ids of runs
     awaiting approval) and ``pending_since`` (id -> when it started waiting, or null), ``recoveries`` (the newest repairs of the start-up
     reconcile step: ``{at, action, detail, run_id}``), ``current`` (resolved release path or
     null), ``blas``, plus the scheduler's ``daemon``, ``next_run``,
@@ -74,6 +74,7 @@ def collect_status(cfg: Config) -> dict[str, Any]:
                 "started_at": last.started_at.isoformat(timespec="seconds") if last.started_at else None,
                 "finished_at": last.finished_at.isoformat(timespec="seconds") if last.finished_at else None,
                 "failure_reason": last.failure_reason,
+                "training": training_stop_text(last) or None,
                 "report": last.report_path,
             },
             "running": running,
@@ -127,7 +128,8 @@ def _local(iso: str | None) -> str:
 def running_text(run: dict[str, Any]) -> str:
     """The live run in one line: stage, iteration/total or items/total, loss, ETA.
 
-    ``run 3 (pid 4242): training, iteration 40/200, loss 1.234, ETA 2m05s`` or
+    ``run 3 (pid 4242): training, iteration 40/200, loss 1.234, ETA 2m05s`` (then
+    ``stops by 05:40 for the deadline`` with ``training.deadline``; the ETA never goes past it) or
     ``run 3 (pid 4242): evaluating challenger (model 1 of 2), items 64/268, ETA 1m10s``.
     """
     stage = str(run.get("stage") or "starting")
@@ -145,6 +147,8 @@ def running_text(run: dict[str, Any]) -> str:
         bits.append(f"items {run.get('done') or 0}/{run['total']}")
     if stage in ("training", "evaluating") and run.get("eta_s") is not None:
         bits.append(f"ETA {duration_text(run['eta_s'])}")
+    if stage == "training" and run.get("stop_at"):
+        bits.append(f"stops by {datetime.fromisoformat(run['stop_at']).astimezone():%H:%M} for the deadline")
     return ", ".join(bits)
 def serving_status(cfg: Config, registry: Registry, target: Any) -> dict[str, Any]:
     """The serving part of ``status --json``.
@@ -196,6 +200,8 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(f"last run:   {last['id']} {last['status']} ({last['trigger']}, started {_local(last['started_at'])})")
         if last.get("failure_reason"):
             lines.append(f"            reason: {last['failure_reason'].splitlines()[0]}")
+        if last.get("training"):
+            lines.append(f"            training: {last['training']}")
         if last.get("report"):
             lines.append(f"            report: {last['report']}")
     event = status.get("last_event")

@@ -21,11 +21,12 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.child import JsonLinesTail, read_result_file, run_worker
+from daemon.clock import duration_text
 from daemon.config import Config
 from daemon.deadline import deadline_at, parse_deadline, post_training_reserve_s
 from daemon.errors import TrainingFailed
@@ -54,15 +55,21 @@ class TrainProgress:
     started_monotonic: float = field(default_factory=time.monotonic)
     start_iteration: int = 0
     """Where this child began (a resumed run starts at its checkpoint's iteration)."""
+    stop_at_unix: float | None = None
+    """When training must end for ``training.deadline`` (Unix seconds), or None."""
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left, extrapolated from the iterations done so far by this child."""
+        """Seconds left, extrapolated from the iterations done so far by this child, and
+        never past the deadline's stop time (training stops there, whatever is left)."""
         done = self.iteration - self.start_iteration
         if done <= 0 or self.total <= 0:
             return None
         elapsed = time.monotonic() - self.started_monotonic
-        return elapsed / done * (self.total - self.iteration)
+        eta = elapsed / done * (self.total - self.iteration)
+        if self.stop_at_unix is not None:
+            eta = min(eta, max(self.stop_at_unix - time.time(), 0.0))
+        return eta
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,29 @@ class TrainPlan:
     resume_from: Path | None = None
     resumed_from_run_id: int | None = None
     resume_iteration: int = 0
+
+    @property
+    def stop_at_datetime(self) -> datetime | None:
+        """:attr:`stop_at_unix` as an aware UTC datetime, or None."""
+        return None if self.stop_at_unix is None else datetime.fromtimestamp(self.stop_at_unix, UTC)
+
+    def describe(self, now: datetime) -> str:
+        """The deadline for people (local time), or "" without one:
+        ``deadline 06:30 tomorrow, in 20h53m: training stops by ~05:40``."""
+        if self.deadline is None:
+            return ""
+        text = f"deadline {deadline_text(self.deadline, now)}"
+        if self.stop_at_unix is not None:
+            stop = datetime.fromtimestamp(self.stop_at_unix).astimezone()
+            text += f": training stops by ~{stop:%H:%M} (keeping {duration_text(self.reserve_s)} for evaluation and the rest)"
+        return text
+
+
+def deadline_text(deadline: datetime, now: datetime) -> str:
+    """``06:30 tomorrow, in 20h53m`` (local time; ``today``, ``tomorrow`` or the date)."""
+    local, today = deadline.astimezone(), now.astimezone().date()
+    day = {today: "today", today + timedelta(days=1): "tomorrow"}.get(local.date(), f"{local:%Y-%m-%d}")
+    return f"{local:%H:%M} {day}, in {duration_text((deadline - now).total_seconds())}"
 
 
 #: Request keys that define the training job (a checkpoint resumes only the same job).
@@ -220,21 +250,8 @@ def plan_training(
     Raises:
         TrainingFailed: the deadline leaves no time to train.
     """
-    plan = TrainPlan()
     t = cfg.training
-    if t.deadline is not None:
-        zone = _schedule_zone(cfg)
-        local_now = now.astimezone(zone)
-        deadline = deadline_at(parse_deadline(t.deadline), (started or now).astimezone(zone))
-        left_s = (deadline - local_now).total_seconds()
-        reserve = post_training_reserve_s(recent_post_training_s(registry, run_id), left_s)
-        stop_at = now.timestamp() + left_s - reserve
-        if stop_at <= now.timestamp():
-            raise TrainingFailed(
-                f"training.deadline {t.deadline} ({deadline:%Y-%m-%d %H:%M}) leaves no time to train: the last nights "
-                f"needed about {reserve:.0f} s after training. Move the deadline or the schedule."
-            )
-        plan = TrainPlan(deadline=deadline, reserve_s=reserve, stop_at_unix=stop_at)
+    plan = plan_deadline(cfg, recent_post_training_s(registry, run_id), now, started) if t.deadline else TrainPlan()
     if t.resume:
         found = find_resume_point(cfg, registry, run_id, now)
         if found is not None:
@@ -248,6 +265,32 @@ def plan_training(
                 resume_iteration=iteration,
             )
     return plan
+
+
+def plan_deadline(cfg: Config, recent_s: list[float], now: datetime, started: datetime | None = None) -> TrainPlan:
+    """The stop time for ``training.deadline`` (see :func:`plan_training`); no deadline: an empty plan.
+
+    Args:
+        recent_s: the last nights' post-training seconds (:func:`recent_post_training_s`).
+
+    Raises:
+        TrainingFailed: the deadline leaves no time to train.
+    """
+    t = cfg.training
+    if t.deadline is None:
+        return TrainPlan()
+    zone = _schedule_zone(cfg)
+    local_now = now.astimezone(zone)
+    deadline = deadline_at(parse_deadline(t.deadline), (started or now).astimezone(zone))
+    left_s = (deadline - local_now).total_seconds()
+    reserve = post_training_reserve_s(recent_s, left_s)
+    stop_at = now.timestamp() + left_s - reserve
+    if stop_at <= now.timestamp():
+        raise TrainingFailed(
+            f"training.deadline {t.deadline} ({deadline:%Y-%m-%d %H:%M}) leaves no time to train: the last nights "
+            f"needed about {reserve:.0f} s after training. Move the deadline or the schedule."
+        )
+    return TrainPlan(deadline=deadline, reserve_s=reserve, stop_at_unix=stop_at)
 
 
 def _schedule_zone(cfg: Config) -> Any:
@@ -363,7 +406,7 @@ def train_challenger(
     run_dir.mkdir(parents=True, exist_ok=True)
     request = build_request(cfg, run_dir, plan)
     tail = JsonLinesTail(run_dir / METRICS_FILE)
-    progress = TrainProgress(total=cfg.training.iters)
+    progress = TrainProgress(total=cfg.training.iters, stop_at_unix=plan.stop_at_unix)
     seen_train = False
 
     def poll() -> None:

@@ -130,6 +130,7 @@ def run_preflight(cfg: Config, *, smoke: bool = False, holding_lock: bool = Fals
     run("resources.power", system.check_power)
     run("resources.lock", lambda: system.check_lock(cfg.paths.state_dir, holding_lock))
     run("schedule", lambda: system.check_schedule(cfg))
+    run("schedule.deadline", lambda: system.check_deadline(cfg))
     run("serving", lambda: system.check_serving(cfg))
     if cfg.training.distributed.enabled:
         run("distributed", lambda: _check_distributed(cfg))

@@ -173,6 +173,37 @@ def check_schedule(cfg: Config) -> list[CheckResult]:
     return [result("schedule", Level.OK, f"cron {cfg.schedule.cron!r} in {schedule.tz}: next night {when}")]
 
 
+def check_deadline(cfg: Config) -> list[CheckResult]:
+    """``schedule.deadline``: which ``training.deadline`` applies to a night starting now and
+    when training stops for it (``deadline 06:30 tomorrow, in 5h30m: training stops by ~05:40
+    ...``); warns when it leaves no time to train. Reads the last nights' post-training times
+    from the registry when there is one (it is not created here)."""
+    if cfg.training.deadline is None:
+        return []
+    from daemon import clock
+    from daemon.errors import RegistryError, TrainingFailed
+    from daemon.registry import Registry
+    from daemon.registry.engine import REGISTRY_FILENAME
+    from daemon.train import plan_deadline, recent_post_training_s
+
+    recent: list[float] = []
+    if (cfg.paths.state_dir / REGISTRY_FILENAME).is_file():
+        try:
+            registry = Registry.open(cfg.paths.state_dir)
+            try:
+                recent = recent_post_training_s(registry, run_id=0)
+            finally:
+                registry.close()
+        except RegistryError:
+            recent = []  # the estimate falls back to a share of the time left
+    now = clock.now()
+    try:
+        plan = plan_deadline(cfg, recent, now)
+    except TrainingFailed as exc:
+        return [result("schedule.deadline", Level.WARN, str(exc))]
+    return [result("schedule.deadline", Level.OK, plan.describe(now))]
+
+
 HF_CACHE_HINT = (
     "mlx-lm's server answers this way when its Hugging Face hub cache dir does not exist: "
     "create it or start the server with HF_HUB_CACHE set to an existing directory"

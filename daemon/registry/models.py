@@ -179,6 +179,20 @@ class Run(Base):
     """The interrupted run whose checkpoint this run continued (no FK: same table)."""
     resumed_iterations: Mapped[int | None] = mapped_column(Integer)
     """Iterations taken over from that checkpoint instead of trained again."""
+    train_stop_detail: Mapped[str | None] = mapped_column(Text)
+    """The training child's sentence on an early stop (``validation loss has not improved for 3 evaluations ...``)."""
+    train_iterations_done: Mapped[int | None] = mapped_column(Integer)
+    """Optimizer updates applied (below ``train_iterations_total`` when training stopped early)."""
+    train_iterations_total: Mapped[int | None] = mapped_column(Integer)
+    """``training.iters`` of that night."""
+    train_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When the night had to be over (``training.deadline``), or None."""
+    train_stop_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When training had to end for that (the deadline minus the post-training reserve), or None."""
+    train_world_size: Mapped[int | None] = mapped_column(Integer)
+    """Training processes (1 unless ``training.distributed``)."""
+    train_backend: Mapped[str | None] = mapped_column(String(16))
+    """``mlx.launch``'s backend (ring, mpi, jaccl) when more than one process trained."""
 
 
 class RunStage(Base):

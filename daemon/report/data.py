@@ -37,7 +37,13 @@ from daemon.report.content import (
 from daemon.report.content import (
     composition_note as composition_note,
 )
-from daemon.runsummary import champion_change_text, command_changes, headline
+from daemon.runsummary import (
+    champion_change_text,
+    command_changes,
+    headline,
+    training_stop_cause,
+    training_stop_text,
+)
 from daemon.verdicts import Decision
 
 ROLES = ("base", "champion", "challenger")
@@ -121,7 +127,7 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
     data = ReportData(
         run_id=run.id,
         status=status.value,
-        headline=headline(status.value, _decision_dict(run.decision), run.failure_reason),
+        headline=headline(status.value, _decision_dict(run.decision), run.failure_reason, training_stop_text(run)),
         reason=_reason(status, decision, run.failure_reason),
         trigger=run.trigger,
         started_at=run.started_at.isoformat(timespec="seconds") if run.started_at else None,
@@ -137,7 +143,7 @@ def gather_report(cfg: Config, registry: Registry, run_id: int, *, trend_nights:
         reused=[f"{role} (from eval set {es.reused_from})" for role, es in evals.items() if es.reused_from],
         diffs=_diffs(_with_replies(items, decision)),
         worst=_worst(_with_replies(items, decision)),
-        training=_training(cfg, snap, metrics) if trained and snap.get("training") else None,
+        training=_training(cfg, snap, metrics, run) if trained and snap.get("training") else None,
         loss=loss,
         previous_losses=previous_losses,
         stages=stages,
@@ -182,9 +188,9 @@ def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[An
     chosen = getattr(run, "chosen_iteration", None)
     if chosen is not None:
         val = getattr(run, "chosen_val_loss", None)
-        why = getattr(run, "train_stop_reason", None)
+        stop = training_stop_text(run)  # a completed run says nothing special
         out["best checkpoint"] = f"iteration {chosen}" + (f" (validation loss {val:.3f})" if val is not None else "") + (
-            f"; training stopped: {why}" if why else ""
+            f"; training {stop}" if stop else ""
         )
         resumed_from = getattr(run, "resumed_from_run_id", None)
         if resumed_from is not None:
@@ -244,7 +250,7 @@ def night_row(run: Any) -> NightRow:
         status=run.status,
         reason=_reason(RunStatus(run.status), gate, run.failure_reason),
         composite=(comp["champion"], comp["challenger"]) if comp else None,
-        headline=headline(run.status, raw, run.failure_reason),
+        headline=headline(run.status, raw, run.failure_reason, training_stop_text(run)),
     )
 
 
@@ -506,7 +512,9 @@ def _curve(run_id: int, metrics: Sequence[Any], best: int | None) -> LossCurve:
     )
 
 
-def _training(cfg: Config, snap: dict[str, Any], metrics: Sequence[Any]) -> list[tuple[str, str]]:
+def _training(cfg: Config, snap: dict[str, Any], metrics: Sequence[Any], run: Any = None) -> list[tuple[str, str]]:
+    """The Training section's rows: the configuration as trained, the iterations done (of
+    ``training.iters``, with the early stop), the processes, the losses."""
     t = snap["training"]
     lora = t.get("lora", {})
     scale = lora.get("scale") or (
@@ -515,10 +523,13 @@ def _training(cfg: Config, snap: dict[str, Any], metrics: Sequence[Any]) -> list
     out = [
         ("base model", f"{snap.get('paths', {}).get('base_model', '?')} (every night trains on the base)"),
         ("LoRA", f"rank {lora.get('rank')}, scale {scale:g}, dropout {lora.get('dropout')}, layers {lora.get('layers')}"),
-        ("steps", f"{t.get('iters')} iterations, batch {t.get('batch_size')} × grad accumulation {t.get('grad_accumulation')}"),
+        ("steps", f"{_iterations_text(t, run)}, batch {t.get('batch_size')} × grad accumulation {t.get('grad_accumulation')}"),
         ("learning rate", f"{t.get('learning_rate'):g} ({t.get('lr_schedule')}, warmup {t.get('warmup_steps')})"),
         ("max sequence", f"{t.get('max_seq_len_tokens')} tokens, grad checkpointing {t.get('grad_checkpoint')}, seed {t.get('seed')}"),
     ]
+    processes = _processes_text(snap, run)
+    if processes:
+        out.insert(3, ("processes", processes))
     train_rows = [m for m in metrics if m.train_loss is not None]
     val_rows = [m for m in metrics if m.val_loss is not None]
     if train_rows:
@@ -531,6 +542,26 @@ def _training(cfg: Config, snap: dict[str, Any], metrics: Sequence[Any]) -> list
     if not metrics:
         out.append(("metrics", "no training metrics recorded"))
     return out
+
+
+def _iterations_text(t: dict[str, Any], run: Any) -> str:
+    """``60 iterations``, or ``720 of 100000 iterations (stopped early for the deadline 06:30)``."""
+    done = getattr(run, "train_iterations_done", None)
+    total = getattr(run, "train_iterations_total", None) or t.get("iters")
+    if done is None or done == total:
+        return f"{total} iterations"
+    cause = training_stop_cause(run)
+    return f"{done} of {total} iterations" + (f" (stopped early{cause})" if cause else "")
+
+
+def _processes_text(snap: dict[str, Any], run: Any) -> str:
+    """``2 processes (ring)`` or ``3 hosts (jaccl)`` for a distributed night; "" for one process."""
+    world = getattr(run, "train_world_size", None)
+    if not world or world <= 1:
+        return ""
+    hosts = bool(((snap.get("training") or {}).get("distributed") or {}).get("hostfile"))
+    backend = getattr(run, "train_backend", None)
+    return f"{world} {'hosts' if hosts else 'processes'}" + (f" ({backend})" if backend else "")
 
 
 def _rehearsal(registry: Registry) -> dict[str, Any] | None:

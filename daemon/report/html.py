@@ -126,7 +126,7 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
     kpis.append(f"<div>served release<b>{h(_tail(cur) if cur else 'base model')}</b>"
                 f"{'swapped tonight' if data.serving.get('swapped_tonight') else 'unchanged tonight'}</div>")
     for key, value in sorted(data.extras.items()):  # a hand-off line in full: it carries the probe match
-        kpis.append(f"<div>{h(key)}<b>{h(value, None if key in HANDOFF_KEYS else 80)}</b></div>")
+        kpis.append(f"<div>{h(key)}<b>{h(value, None if key in WHOLE_KEYS else 80)}</b></div>")
     when = f"finished {local_text(data.finished_at, seconds=True)}" if data.finished_at else (
         "waiting for an operator" if data.status == "awaiting_approval" else "still running")
     kpis.append(f"<div>started<b>{h(local_text(data.started_at, seconds=True))}</b>{h(data.trigger)} · {h(when)}</div>")
@@ -207,6 +207,8 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
 
 HANDOFF_KEYS = ("hand-off", "rollback hand-off")
 """The ``extras`` keys of the serving hand-off lines (shown in full, never cut)."""
+WHOLE_KEYS = (*HANDOFF_KEYS, "best checkpoint")
+"""The ``extras`` keys shown in full in the summary boxes (the checkpoint's early stop and resume)."""
 
 
 def _tail(path: str) -> str:

@@ -513,3 +513,35 @@ def test_the_preflight_guard_estimate_does_not_contradict_the_gate(night: tuple)
     row = next(line for line in text.splitlines() if line.startswith("| suite.guards |"))
     assert "estimated before the night" in row and "the gate decided on tonight's scores: 2 of 2 categories counted" in row
     assert "2 of 2 categories counted" in text.split("### Composite", 1)[1]
+
+
+def test_the_training_section_says_the_iterations_done_the_processes_and_the_whole_checkpoint_line(
+    night: tuple, no_figures: None
+) -> None:
+    """Issue 11 review, defects 4, 7, 9 and 10: the Training section said "steps: 100000 iterations" after a
+    deadline stop at 720, the HTML cut the resume note ("resumed 40 i..."), a distributed night was
+    not recorded, and every completed night said "training stopped: completed"."""
+    from daemon.report.html import render_html
+
+    cfg, reg, state = night
+    rid = make_night(cfg, reg, "promoted")
+    reg.update_run(
+        rid, chosen_iteration=399, chosen_val_loss=0.001, train_stop_reason="deadline",
+        train_stop_detail="stopped at iteration 720 of 100000 to finish by the deadline", train_iterations_done=720,
+        train_iterations_total=100000, train_deadline=datetime(2026, 11, 20, 6, 30, tzinfo=UTC),
+        train_world_size=2, train_backend="ring", resumed_from_run_id=3, resumed_iterations=40,
+    )
+    data = gather_report(cfg, reg, rid)
+    rows = dict(data.training or [])
+    assert rows["steps"].startswith("720 of 100000 iterations (stopped early for the deadline 06:30), batch")
+    assert rows["processes"] == "2 processes (ring)"
+    assert data.headline.endswith("; training stopped early at iteration 720 of 100000 for the deadline 06:30")
+    page = render_html(data)
+    assert "resumed 40 iterations from run 3" in page and "stopped early at iteration 720 of 100000" in page
+    completed = make_night(cfg, reg, "promoted")
+    reg.update_run(completed, chosen_iteration=59, chosen_val_loss=0.5, train_stop_reason="completed",
+                   train_iterations_done=100, train_iterations_total=100, train_world_size=1)
+    data = gather_report(cfg, reg, completed)
+    assert data.extras["best checkpoint"] == "iteration 59 (validation loss 0.500)"
+    assert dict(data.training or [])["steps"].startswith("100 iterations, batch") and "processes" not in dict(data.training or [])
+    assert "completed" not in render_report(cfg, reg, completed)

@@ -184,3 +184,69 @@ def test_history_reasons_name_the_operators_approval_and_the_failing_preflight_c
         registry.close()
     assert approved.reason == "approved by root (gate recommended rejection)"
     assert preflight.reason.endswith("training was not started: - disk: 12 GB free, 40 GB needed")
+
+
+PROMOTE = {
+    "promote": True,
+    "summary": "PROMOTE: challenger beats champion by +0.4160 (95% lower bound +0.3000); all checks passed",
+    "composite": {"champion": 0.2, "challenger": 0.616, "delta": 0.416},
+    "checks": {"sanity": True, "superiority": True, "non_inferiority": True},
+}
+DEADLINE_STOP = "stopped early at iteration 720 of 100000 for the deadline 06:30"
+
+
+def _stopped(reg: Registry, reason: str, detail: str) -> int:
+    run_id = finished_run(reg, RunStatus.PROMOTED, decision=PROMOTE)
+    reg.update_run(
+        run_id, train_stop_reason=reason, train_stop_detail=detail, train_iterations_done=720,
+        train_iterations_total=100000, train_deadline=datetime(2026, 11, 20, 6, 30, tzinfo=UTC),
+    )
+    return run_id
+
+
+def test_a_deadline_stop_is_said_in_the_run_now_line_history_and_status(reg: Registry, tmp_path: Path) -> None:
+    """Issue 11 review, defect 4: a deadline stop was only in one terse report line, not in the
+    --run-now line, the headline (notifications), history or status."""
+    run_id = _stopped(reg, "deadline", "stopped at iteration 720 of 100000 to finish by the deadline")
+    summary = summarize_run(reg.get_run(run_id))
+    assert summary.headline.endswith(f"all checks passed; training {DEADLINE_STOP}")
+    assert f"training {DEADLINE_STOP}; composite" in summary.outcome_line()
+    assert summary.to_dict()["training"] == DEADLINE_STOP
+    config = tmp_path / "c.yaml"
+    config.write_text(f"paths:\n  state_dir: {tmp_path / 'state'}\n")
+    history = CliRunner().invoke(cli, ["history", "-c", str(config)])
+    assert "stopped early at iteration 720 of 100000" in history.output
+    assert json.loads(CliRunner().invoke(cli, ["history", "-c", str(config), "--json"]).output)[0]["training"] == DEADLINE_STOP
+    status = CliRunner().invoke(cli, ["status", "-c", str(config), "--json"])
+    assert json.loads(status.output)["last_run"]["training"] == DEADLINE_STOP
+    assert f"training: {DEADLINE_STOP}" in CliRunner().invoke(cli, ["status", "-c", str(config)]).output
+
+
+def test_early_stopping_is_said_in_words_and_a_completed_run_says_nothing(reg: Registry) -> None:
+    """Issue 11 review, defect 10: the raw `early_stopping` was printed, and every normal night said
+    "training stopped: completed"."""
+    from daemon.runsummary import training_stop_text
+
+    detail = "validation loss has not improved for 3 evaluations (best 1.2040 at iteration 200)"
+    run = reg.get_run(_stopped(reg, "early_stopping", detail))
+    assert training_stop_text(run) == f"stopped early at iteration 720 of 100000: {detail}"
+    completed = reg.get_run(finished_run(reg, RunStatus.PROMOTED, decision=PROMOTE))
+    reg.update_run(completed.id, train_stop_reason="completed", train_iterations_done=60, train_iterations_total=60)
+    completed = reg.get_run(completed.id)
+    assert training_stop_text(completed) == "" and "training" not in summarize_run(completed).headline
+
+
+def test_training_eta_never_passes_the_deadline_stop() -> None:
+    """Issue 11 review, defect 4: status showed "iteration 450/100000 ... ETA 1h35m" with the
+    deadline under a minute away."""
+    import time
+
+    from daemon.train import TrainProgress
+
+    progress = TrainProgress(total=100000, iteration=450, stop_at_unix=time.time() + 50)
+    progress.started_monotonic -= 60
+    assert progress.eta_s is not None and 0 < progress.eta_s <= 50
+    assert TrainProgress(total=100000, iteration=450, stop_at_unix=time.time() - 5, started_monotonic=0).eta_s == 0
+    running = {"run_id": 3, "pid": 42, "stage": "training", "iteration": 450, "total": 100000, "eta_s": 50.0,
+               "stop_at": "2026-11-20T05:40:00+00:00"}
+    assert running_text(running).endswith("ETA 50s, stops by 05:40 for the deadline")

@@ -171,3 +171,24 @@ def test_duration_deadline_counts_from_the_run_start(tmp_path: Path) -> None:
         assert plan.stop_at_unix == pytest.approx(started.timestamp() + 7200 - 0.25 * 5400)
     finally:
         reg.close()
+
+
+def test_preflight_says_which_deadline_applies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11 review, defects 4 and 10: preflight did not show the deadline, and one already
+    passed today silently became tomorrow's."""
+    import time
+
+    from daemon import clock
+    from daemon.preflight.system import check_deadline
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        monkeypatch.setattr(clock, "now", lambda: datetime(2026, 12, 1, 9, 37, tzinfo=UTC))
+        (found,) = check_deadline(_cfg(tmp_path, deadline="06:30"))
+        assert found.level == "ok"
+        assert found.message.startswith("deadline 06:30 tomorrow, in 20h53m: training stops by ~")
+        assert check_deadline(_cfg(tmp_path)) == []
+    finally:
+        monkeypatch.undo()
+        time.tzset()
