@@ -183,12 +183,23 @@ def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
             break
         except subprocess.TimeoutExpired:
             continue
-    # Grandchildren may outlive the leader; the group id stays valid while any member lives.
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
+    kill_leftover_group(proc)
+
+
+def kill_leftover_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL what is left of an ended child's process group (its grandchildren).
+
+    The child ran in its own session, so its pid is its group id. The group
+    outlives its leader while any member lives: a ``kill -9`` of the launch
+    wrapper leaves ``mlx.launch`` and every local rank training into the failed
+    run's directory unless this is called. Safe after the leader was reaped: a
+    pid still in use as a process group id is never handed to a new process.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def run_worker(
@@ -294,9 +305,11 @@ class StartedWorker:
         return dataclasses.replace(result, output_tail=tuple(self.output.last_lines()))
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """Stop the child's process group if it is still running (no-op once it ended)."""
+        """Stop the child's process group: the child if it still runs, and what is left of its group."""
         if self.proc.poll() is None:
             stop_process_group(self.proc, grace_s)
+        else:
+            kill_leftover_group(self.proc)
 
 
 def _supervise(
@@ -357,6 +370,8 @@ def _supervise(
     finally:
         if proc.poll() is None:  # an exception in on_poll: never leave the child behind
             stop_process_group(proc, stop_grace_s)
+        else:  # the leader ended (or was killed -9): its grandchildren go with it
+            kill_leftover_group(proc)
         if awake is not None and awake.poll() is None:
             awake.terminate()
 

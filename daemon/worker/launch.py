@@ -6,7 +6,12 @@ It exists for one reason: ``mlx.launch`` does not watch the daemon. When the
 daemon dies (``kill -9``), this process stops its whole process group (the
 launcher and every local rank); remote ranks lose their ssh session and are
 hung up. A normal stop (timeout, shutdown) reaches the group through
-:func:`daemon.child.stop_process_group` as for any worker.
+:func:`daemon.child.stop_process_group` as for any worker; when this process
+itself dies (``kill -9``), the daemon kills what is left of its group
+(:func:`daemon.child.kill_leftover_group`). Remote ranks are stopped the same
+way in both cases: ``mlx.launch`` reaches them through ``ssh -tt``, whose
+clients are members of this group, and a killed client closes the remote
+terminal, which hangs up (SIGHUP) the rank behind it.
 
 ``mlx.launch`` exits 0 even when a rank fails; the parent trusts only rank 0's
 result file.

@@ -206,3 +206,36 @@ def test_stopping_a_distributed_run_leaves_no_rank_behind(demo_workspace: Path, 
     with pytest.raises(Interrupted):
         train(cfg, run_dir)
     assert worker_processes(run_dir) == []  # launcher, both ranks: gone
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_a_launcher_killed_by_sigkill_leaves_no_rank_behind(demo_workspace: Path, tmp_path: Path) -> None:
+    """Regression: after ``kill -9`` of the launch wrapper, ``mlx.launch`` and both ranks kept
+    training and writing into the failed run's directory."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.integration.test_pipeline import worker_processes
+
+    cfg = config(demo_workspace, iters=100_000, distributed=DistributedConfig(processes=2))
+    run_dir = tmp_path / "run"
+
+    def kill_launcher_after_first_report() -> None:
+        while not ((run_dir / METRICS_FILE).exists() and '"train"' in (run_dir / METRICS_FILE).read_text()):
+            time.sleep(0.2)
+        pids = subprocess.run(["pgrep", "-f", f"daemon.worker.launch {run_dir}"], capture_output=True, text=True)
+        for pid in pids.stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
+
+    watcher = threading.Thread(target=kill_launcher_after_first_report, daemon=True)
+    watcher.start()
+    with pytest.raises(TrainingFailed, match="SIGKILL"):
+        train(cfg, run_dir)
+    watcher.join(5)
+    time.sleep(0.5)
+    assert worker_processes(run_dir) == []  # launcher, both ranks: gone
+    size = (run_dir / METRICS_FILE).stat().st_size
+    time.sleep(3)
+    assert (run_dir / METRICS_FILE).stat().st_size == size  # nobody writes into the failed run

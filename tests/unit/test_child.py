@@ -69,3 +69,38 @@ def test_sigkill_with_memory_evidence_says_so() -> None:
     assert _killed(peak_rss_bytes=60 * 10**9).describe(total_memory_bytes=64 * 10**9) == (
         "was killed by SIGKILL after 12 s at a peak RSS of 60.0 GB of 64.0 GB: likely out of memory"
     )
+
+
+# ---------------------------------------------------------------- a leader killed -9 takes its group along
+
+
+def test_a_leader_killed_by_sigkill_leaves_no_grandchild_behind(tmp_path: Path) -> None:
+    """Regression: after ``kill -9`` of the distributed launch wrapper, ``mlx.launch`` and every
+    rank (its grandchildren, same process group) kept training into the failed run's directory."""
+    import subprocess
+
+    from daemon.child import _supervise
+
+    pid_file = tmp_path / "grandchild.pid"
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", f'sleep 60 & echo $! > "{pid_file}"; kill -9 $$'],
+        start_new_session=True,
+    )
+    result = _supervise(
+        proc, "train", time.monotonic(), tmp_path / "train.log",
+        timeout_s=30, stop_grace_s=2, on_poll=None, on_start=None,
+    )
+    assert result.signal_name == "SIGKILL"
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):  # SIGKILL is delivered at once; reaping (by init) may lag a moment
+        if not alive(grandchild) or _zombie(grandchild):
+            break
+        time.sleep(0.05)
+    assert not alive(grandchild) or _zombie(grandchild)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
