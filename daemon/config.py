@@ -98,8 +98,8 @@ class DistributedConfig:
 
     processes: int = field(default=1, metadata=_rng(1, 1024))
     hostfile: Path | None = None
-    backend: Literal["ring", "mpi", "jaccl"] = "ring"
-    """``ring`` (TCP), ``mpi``, or ``jaccl`` (RDMA over Thunderbolt 5, macOS 26.2+)."""
+    backend: Literal["ring", "mpi", "jaccl", "nccl"] = "ring"
+    """``ring`` (TCP), ``mpi``, ``jaccl`` (RDMA over Thunderbolt 5, macOS 26.2+) or ``nccl`` (NVIDIA, ``mlx[cuda]``)."""
     share_model: bool = False
     """Preflight copies a model missing on a host there with ``mlx_lm share`` instead of failing."""
 

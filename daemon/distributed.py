@@ -17,7 +17,9 @@ with ``mlx_lm share``.
 from __future__ import annotations
 
 import json
+import platform
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,7 +29,11 @@ from typing import Any
 
 from daemon.config import Config
 
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+LOCAL_HOSTS = frozenset({"127.0.0.1"})
+"""Hosts ``mlx.launch`` runs without ssh: exactly ``127.0.0.1`` (``RemoteProcess`` in
+``mlx/_distributed_utils/launch.py``, mlx 0.32); ``localhost`` and ``::1`` go over ssh there too."""
+JACCL_MIN_MACOS = (26, 2)
+"""RDMA over Thunderbolt starts with macOS 26.2 (Apple TN3205)."""
 SSH_TIMEOUT_S = 10.0
 """Per-host limit for the preflight's ssh probe (seconds)."""
 
@@ -39,9 +45,12 @@ class Host:
     ssh: str
     ips: tuple[str, ...]
 
+    rdma: tuple[Any, ...] = ()
+    """jaccl: this host's RDMA device towards each rank (``null`` for itself), as ``mlx.distributed_config`` writes."""
+
     @property
     def local(self) -> bool:
-        """True for this machine (no ssh needed; ``mlx.launch`` treats it the same way)."""
+        """True when ``mlx.launch`` starts this host's rank without ssh (see :data:`LOCAL_HOSTS`)."""
         return self.ssh in LOCAL_HOSTS
 
 
@@ -61,7 +70,10 @@ def read_hostfile(path: Path) -> list[Host]:
             f"training.distributed.hostfile {path}: expected a list of hosts like "
             '[{"ssh": "mac1.local", "ips": ["10.0.0.1"]}] (see `mlx.distributed_config`)'
         )
-    return [Host(ssh=str(h["ssh"]), ips=tuple(str(ip) for ip in h.get("ips", []))) for h in rows]
+    return [
+        Host(ssh=str(h["ssh"]), ips=tuple(str(ip) for ip in h.get("ips", [])), rdma=tuple(h.get("rdma") or ()))
+        for h in rows
+    ]
 
 
 def world_size(cfg: Config) -> int:
@@ -111,6 +123,8 @@ def launch_argv(cfg: Config, train_request: dict[str, Any]) -> list[str]:
         argv += ["-n", str(d.processes)]
         if d.backend == "ring":
             argv += ["--starting-port", str(free_port(d.processes))]
+        elif d.backend == "nccl":  # rank 0 listens there; local rank k uses GPU k
+            argv += ["--nccl-port", str(free_port(1))]
     # Local ranks share 2..N cores: one BLAS thread each keeps them from oversubscribing.
     if d.hostfile is None and d.processes > 1:
         argv += ["--env", "OPENBLAS_NUM_THREADS=1"]
@@ -131,7 +145,8 @@ def _probe_script(paths: list[str]) -> str:
 def check_hosts(cfg: Config, *, share: bool | None = None, timeout_s: float = SSH_TIMEOUT_S) -> list[str]:
     """Problems with the distributed setup, one sentence each (empty: every host is ready).
 
-    Each non-local host is reached with ``ssh -o BatchMode=yes`` and must have
+    The backend's prerequisites come first (:func:`backend_problems`). Each host
+    but ``127.0.0.1`` is reached with ``ssh -o BatchMode=yes`` and must have
     this Python, the base model's ``config.json`` and the dataset files at the
     same paths. With ``share`` (default ``training.distributed.share_model``),
     a host missing only the model gets it copied with ``mlx_lm share``.
@@ -139,15 +154,20 @@ def check_hosts(cfg: Config, *, share: bool | None = None, timeout_s: float = SS
     d = cfg.training.distributed
     if not d.enabled:
         return []
+    problems = backend_problems(cfg)
     if d.hostfile is None:
-        return []  # local processes share this machine's paths
+        return problems  # local processes share this machine's paths
     try:
         hosts = read_hostfile(d.hostfile)
     except ValueError as exc:
-        return [str(exc)]
-    problems = []
+        return [*problems, str(exc)]
+    if d.backend == "jaccl":
+        problems += _rdma_problems(d.hostfile, hosts)
     if d.backend == "ring" and any(not h.ips for h in hosts):
         problems.append(f"training.distributed.hostfile {d.hostfile}: the ring backend needs `ips` for every host")
+    if d.backend in ("nccl", "jaccl") and not hosts[0].ips:
+        problems.append(f"training.distributed.hostfile {d.hostfile}: the {d.backend} backend needs `ips` for the "
+                        "first host (rank 0), reachable from every other host")
     if cfg.training.batch_size % len(hosts):
         problems.append(
             f"training.batch_size ({cfg.training.batch_size}) must be divisible by the {len(hosts)} hosts in "
@@ -196,4 +216,71 @@ def share_model(cfg: Config, host: Host) -> list[str]:
     if out.returncode != 0:
         tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
         return [f"host {host.ssh}: copying the model with mlx_lm share failed ({tail})"]
+    return []
+
+
+def backend_problems(cfg: Config) -> list[str]:
+    """What this machine lacks for ``training.distributed.backend`` (empty: nothing).
+
+    ``mpi``: ``mpirun`` on PATH (``mlx.launch`` runs ``which mpirun``). ``jaccl``:
+    macOS 26.2 or later (:data:`JACCL_MIN_MACOS`) with RDMA devices listed by
+    ``ibv_devices``, and a hostfile (its ``rdma`` entries name the cables).
+    ``nccl``: an NVIDIA GPU that this Python's mlx can use (``mlx[cuda]``), asked
+    in a child process because the scheduler never imports mlx.
+    """
+    d = cfg.training.distributed
+    key = f"training.distributed.backend {d.backend}"
+    if d.backend == "mpi" and shutil.which("mpirun") is None:
+        return [f"{key}: mpirun is not on PATH; install Open MPI (brew install open-mpi) or use backend: ring"]
+    if d.backend == "jaccl":
+        release = platform.mac_ver()[0]
+        version = tuple(int(p) for p in release.split(".")[:2] if p.isdigit()) if release else ()
+        if platform.system() != "Darwin" or version < JACCL_MIN_MACOS:
+            here = f"macOS {release}" if release else platform.system()
+            return [
+                f"{key}: RDMA over Thunderbolt needs macOS {'.'.join(map(str, JACCL_MIN_MACOS))} or later "
+                f"(this machine runs {here}); use backend: ring"
+            ]
+        if not _rdma_devices():
+            return [
+                f"{key}: no RDMA devices (`ibv_devices` lists none); enable RDMA over Thunderbolt once in "
+                "macOS Recovery with `rdma_ctl enable`, or use backend: ring"
+            ]
+        if d.hostfile is None:
+            return [f"{key}: needs a hostfile with each host's rdma devices (`mlx.distributed_config --backend jaccl`)"]
+    if d.backend == "nccl" and not _cuda_available():
+        return [f"{key}: no NVIDIA GPU usable by mlx here (install mlx[cuda] on a CUDA machine) or use backend: ring"]
+    return []
+
+
+def _rdma_devices() -> list[str]:
+    try:
+        out = subprocess.run(["ibv_devices"], capture_output=True, text=True, timeout=SSH_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    rows = [line.split() for line in out.stdout.splitlines()[2:]]  # a header and a rule first
+    return [row[0] for row in rows if row]
+
+
+def _cuda_available() -> bool:
+    probe = "import mlx.core as mx; raise SystemExit(0 if mx.cuda.is_available() else 1)"
+    try:
+        return subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _rdma_problems(hostfile: Path, hosts: list[Host]) -> list[str]:
+    """A jaccl hostfile's ``rdma`` rows: one entry per rank, ``null`` for the host itself
+    (what ``mlx.launch`` checks before it starts, where it fails with a usage error)."""
+    n = len(hosts)
+    if any(len(h.rdma) != n for h in hosts) or any(h.rdma[i] is not None for i, h in enumerate(hosts)):
+        return [
+            f"training.distributed.hostfile {hostfile}: jaccl needs an `rdma` list per host with one entry per "
+            "host and null for the host itself (`mlx.distributed_config --backend jaccl` writes it)"
+        ]
+    missing = [f"{hosts[i].ssh} to {hosts[j].ssh}" for i, h in enumerate(hosts) for j in range(n)
+               if i != j and h.rdma[j] is None]
+    if missing:
+        return [f"training.distributed.hostfile {hostfile}: no RDMA device listed for {', '.join(missing[:3])}"]
     return []
