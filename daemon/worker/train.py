@@ -75,11 +75,20 @@ class ProcessedTokens:
     ``mask_prompt`` that is the answers (0-1 tok/s shown while ~80 were processed). Wrapping
     its ``iterate_batches`` (``mlx_lm.tuner.trainer.train`` takes it as an argument) counts
     what the model actually processed; validation batches (``loop=False``) are not counted.
+
+    Under ``mlx.launch`` each rank sees only its shard of every batch: ``total`` is this
+    rank's count, ``world_total`` every rank's as of the last :meth:`per_second`, summed by
+    ``sum_ranks`` (an ``all_sum``; mlx-lm calls the report callback on every rank at the
+    same iteration, so the collective lines up).
     """
 
-    def __init__(self, inner: Callable[..., Iterator[Any]] | None = None) -> None:
+    def __init__(
+        self, inner: Callable[..., Iterator[Any]] | None = None, sum_ranks: Callable[[int], int] | None = None
+    ) -> None:
         self.inner = inner
+        self.sum_ranks = sum_ranks
         self.total = 0
+        self.world_total = 0
         self._reported_total = 0
         self._reported_trained = 0
 
@@ -97,11 +106,14 @@ class ProcessedTokens:
         """Processed tokens per second since the last report.
 
         mlx-lm's report gives answer tokens per second over its own step time; the same
-        seconds are ``new answer tokens / answer tokens per second``.
+        seconds are ``new answer tokens / answer tokens per second``. Both are every rank's
+        (mlx-lm sums them), so the processed tokens are too: this call updates
+        ``world_total`` (a collective under ``mlx.launch``: every rank must call it).
         """
-        processed = self.total - self._reported_total
+        self.world_total = self.sum_ranks(self.total) if self.sum_ranks is not None else self.total
+        processed = self.world_total - self._reported_total
         answers = trained_tokens - self._reported_trained
-        self._reported_total, self._reported_trained = self.total, trained_tokens
+        self._reported_total, self._reported_trained = self.world_total, trained_tokens
         if answer_tokens_per_s <= 0 or answers <= 0:
             return 0.0
         return processed / (answers / answer_tokens_per_s)
@@ -365,14 +377,15 @@ def _train(req: dict[str, Any], metrics: JsonLines, result_file: Path, writer: b
             self.trained_tokens = trained_tokens_before + int(info["trained_tokens"])
             now = time.monotonic()
             self.interval_s, self.last_report = now - self.last_report, now
+            tokens_per_s = batches.per_second(int(info["trained_tokens"]), float(info["tokens_per_second"]))
             record = {
                 "event": "train",
                 "iteration": iteration,
                 "train_loss": loss,
                 "learning_rate": float(info["learning_rate"]),
-                "tokens_per_s": batches.per_second(int(info["trained_tokens"]), float(info["tokens_per_second"])),
+                "tokens_per_s": tokens_per_s,
                 "trained_tokens": self.trained_tokens,
-                "processed_tokens": batches.total,
+                "processed_tokens": batches.world_total,
                 "peak_memory_bytes": int(float(info["peak_memory"]) * 1e9),
             }
             if "grad_norm" in optimizer.state:
@@ -432,7 +445,11 @@ def _train(req: dict[str, Any], metrics: JsonLines, result_file: Path, writer: b
         def state(self) -> dict[str, Any]:
             return {"best": best.to_dict(), "spikes": spikes.to_dict(), "trained_tokens": self.trained_tokens}
 
-    batches = ProcessedTokens(make_batches(seed, start_iter))
+    def sum_ranks(count: int) -> int:
+        total = mx.distributed.all_sum(mx.array(count, dtype=mx.int64), stream=mx.cpu)
+        return int(total.item())  # type: ignore[arg-type]  # an int64 array: .item() is an int
+
+    batches = ProcessedTokens(make_batches(seed, start_iter), sum_ranks if world.size() > 1 else None)
     remaining = total_iters - start_iter
     args = TrainingArgs(
         batch_size=int(req["batch_size"]),

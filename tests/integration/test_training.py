@@ -183,6 +183,8 @@ def test_two_ring_processes_match_one_process_with_the_same_global_batch(demo_wo
     t1, t2 = records(tmp_path / "one", "train"), records(tmp_path / "two", "train")
     assert [t["iteration"] for t in t1] == [t["iteration"] for t in t2]
     assert all(b["train_loss"] == pytest.approx(a["train_loss"], rel=0.15) for a, b in zip(t1, t2, strict=True))
+    # Regression: processed_tokens counted rank 0's shard only (half of one process's count)
+    assert [t["processed_tokens"] for t in t2] == [t["processed_tokens"] for t in t1]
     # rank 0 alone wrote the outputs, and every rank is gone
     assert (two.adapter_dir / "adapters.safetensors").is_file() and (tmp_path / "two" / CHECKPOINTS_DIR).is_dir()
     assert "Node with rank 1 exited with code" not in (tmp_path / "two" / "train.log").read_text()

@@ -66,3 +66,12 @@ def test_without_a_terminal_one_line_per_report_step(monkeypatch: pytest.MonkeyP
         "  evaluate challenger: 32/64 items",
         "  evaluate challenger: 64/64 items",
     ]
+
+
+def test_processed_tokens_are_summed_over_the_ranks() -> None:
+    """Regression: with 2 processes processed_tokens (and tok/s) counted only rank 0's shard of
+    each batch, half of what 1 process reported for the same batches."""
+    counter = ProcessedTokens(sum_ranks=lambda n: n + 500)  # the other rank counted 500
+    counter.total = 400
+    assert counter.per_second(100, 10.0) == pytest.approx(90.0)  # 900 processed in 10 s
+    assert counter.world_total == 900
