@@ -241,3 +241,39 @@ def test_a_launcher_killed_by_sigkill_leaves_no_rank_behind(demo_workspace: Path
     size = (run_dir / METRICS_FILE).stat().st_size
     time.sleep(3)
     assert (run_dir / METRICS_FILE).stat().st_size == size  # nobody writes into the failed run
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds a rank by its MLX_RANK in /proc")
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_rank_killed_by_sigkill_is_named(demo_workspace: Path, tmp_path: Path, rank: int) -> None:
+    """Regression: a rank killed -9 read as "Training exited 0 but its outputs are incomplete" (rank 0)
+    or "exited with status 0 ... connection to a peer was lost" (rank 1): mlx.launch exits 0."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.integration.test_pipeline import worker_processes
+
+    cfg = config(demo_workspace, iters=100_000, distributed=DistributedConfig(processes=2))
+    run_dir = tmp_path / "run"
+
+    def kill_rank_after_first_report() -> None:
+        while not ((run_dir / METRICS_FILE).exists() and '"train"' in (run_dir / METRICS_FILE).read_text()):
+            time.sleep(0.2)
+        ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True, check=True)
+        for line in ps.stdout.splitlines():
+            pid, _, args = line.strip().partition(" ")
+            if "daemon.worker.train" in args and str(run_dir) in args:
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                if f"MLX_RANK={rank}".encode() in env:
+                    os.kill(int(pid), signal.SIGKILL)
+
+    watcher = threading.Thread(target=kill_rank_after_first_report, daemon=True)
+    watcher.start()
+    with pytest.raises(TrainingFailed) as failed:
+        train(cfg, run_dir)
+    assert f"rank {rank} of 2 was killed by SIGKILL" in str(failed.value)
+    assert "exited 0" not in str(failed.value) and "status 0" not in str(failed.value)
+    assert worker_processes(run_dir) == []

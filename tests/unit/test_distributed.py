@@ -89,3 +89,18 @@ def test_nccl_is_accepted_and_needs_a_gpu_mlx_can_use(tmp_path: Path) -> None:
         "training.distributed.backend nccl: no NVIDIA GPU usable by mlx here (install mlx[cuda] on a CUDA machine) "
         "or use backend: ring"
     ]
+
+
+def test_a_lost_rank_is_named_with_how_it_ended() -> None:
+    """Regression: a rank killed -9 read as "Training exited 0 but its outputs are incomplete"
+    (mlx.launch exits 0 whatever its ranks do); the failure now names the rank and the signal."""
+    from daemon.worker.launch import RankExit, describe_ranks
+
+    assert describe_ranks([RankExit(0, "127.0.0.1", 0), RankExit(1, "127.0.0.1", 0)]) is None
+    killed = [RankExit(1, "127.0.0.1", -9), RankExit(0, "127.0.0.1", -15, stopped_by_launcher=True)]
+    assert describe_ranks(killed) == "rank 1 of 2 was killed by SIGKILL; mlx.launch then stopped rank 0"
+    remote = [RankExit(1, "mac2.local", 255), RankExit(0, "127.0.0.1", 1)]
+    assert describe_ranks(remote) == (
+        "rank 1 of 2 on mac2.local exited with status 255 (ssh to mac2.local failed, or the rank died by a "
+        "signal there); rank 0 of 2 exited with status 1"
+    )
