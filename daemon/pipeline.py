@@ -410,8 +410,11 @@ class _Night:
         plan = plan_training(self.cfg, self.registry, self.run_id, clock.now(), started=started)
         stop_at = plan.stop_at_datetime
         self.registry.update_run(self.run_id, train_deadline=plan.deadline, train_stop_at=stop_at)
-        if plan.deadline is not None:
-            log.info("training_deadline", run_id=self.run_id, plan=plan.describe(clock.now()), reserve_s=round(plan.reserve_s))
+        if plan.deadline is not None:  # which deadline applies (a clock time may be tomorrow's), in the log and on screen
+            said = plan.describe(clock.now())
+            log.info("training_deadline", run_id=self.run_id, plan=said, reserve_s=round(plan.reserve_s))
+            if self.progress is not None:
+                self.progress.stage(said, self.run_id)
         result = train_challenger(
             self.cfg,
             self.run_dir,
