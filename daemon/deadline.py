@@ -35,7 +35,7 @@ class DeadlineSpec:
 
 
 def parse_deadline(text: str) -> DeadlineSpec:
-    """Parse ``HH:MM`` (local time) or a duration (``5h``, ``90m``, ``1h30m``, ``3600s``, ``3600``).
+    """Parse ``HH:MM`` (local time) or a duration (``5h``, ``90m``, ``1h30m``, ``3600s``; ``3600``: seconds).
 
     Raises:
         ValueError: neither form, or a zero duration; the message says what is accepted.
@@ -50,7 +50,8 @@ def parse_deadline(text: str) -> DeadlineSpec:
         d = _DURATION.match(value)
         if not value or d is None or not any(d.groups()):
             raise ValueError(
-                f"must be a local time HH:MM (e.g. 06:30) or a duration such as 5h, 90m, 1h30m or 3600s, got {text!r}"
+                f"must be a local time HH:MM or a duration such as 5h, 90m, 1h30m or 3600s, quoted "
+                f'(deadline: "06:30" or deadline: "5h"), got {text!r}'
             )
         h, mi, s = (int(g) if g else 0 for g in d.groups())
         seconds = float(h * 3600 + mi * 60 + s)

@@ -77,6 +77,7 @@ def test_config_rejects_bad_deadline_and_indivisible_batch(tmp_path: Path) -> No
         )
     text = str(exc.value)
     assert "training.deadline: must be a local time HH:MM" in text
+    assert 'quoted (deadline: "06:30" or deadline: "5h"), got \'half past six\'' in text
     assert "training.batch_size (3) must be divisible by training.distributed.processes (2)" in text
 
 
