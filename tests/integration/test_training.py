@@ -277,3 +277,26 @@ def test_a_rank_killed_by_sigkill_is_named(demo_workspace: Path, tmp_path: Path,
     assert f"rank {rank} of 2 was killed by SIGKILL" in str(failed.value)
     assert "exited 0" not in str(failed.value) and "status 0" not in str(failed.value)
     assert worker_processes(run_dir) == []
+
+
+@pytest.mark.slow
+def test_a_night_stopped_by_the_deadline_says_so_everywhere(demo_workspace: Path) -> None:
+    """Issue 11 review, defect 4: a deadline stop was said in one terse report line only; the run
+    now records it and the --run-now line, the headline and the Training section say it."""
+    from daemon.runsummary import summarize_run
+
+    cfg = config(demo_workspace, iters=100_000, steps_per_eval=200, save_every=100_000, deadline="1m")
+    outcome = run_pipeline(cfg)
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        run = reg.get_run(outcome.run_id)
+        done = run.train_iterations_done
+        assert run.train_stop_reason == "deadline" and done is not None and 0 < done < 100_000
+        assert run.train_iterations_total == 100_000 and run.train_deadline is not None and run.train_stop_at is not None
+        assert run.train_stop_at < run.train_deadline and run.train_world_size == 1
+        said = f"training stopped early at iteration {done} of 100000 for the deadline {run.train_deadline.astimezone():%H:%M}"
+        assert said in summarize_run(run).outcome_line()
+    finally:
+        reg.close()
+    report = outcome.report_path.read_text() if outcome.report_path else ""
+    assert f"steps: {done} of 100000 iterations (stopped early for the deadline" in report
