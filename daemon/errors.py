@@ -128,8 +128,9 @@ class TemplateError(NightshiftError):
 
 
 class NonFiniteLoss(RuntimeError):
-    """Raised inside the training child from mlx-lm's callback to abort on a NaN/inf loss
-    or a loss spike; the child turns it into its non-finite-loss exit code."""
+    """Raised inside the training child to abort on a NaN/inf loss, a loss spike, or a
+    night whose trained checkpoints all validate worse than the untrained adapter; the
+    child turns it into its non-finite-loss exit code (a deterministic failure: not resumed)."""
 
 
 class StopTraining(Exception):  # noqa: N818 - a control-flow signal, not an error

@@ -415,6 +415,12 @@ class _Night:
             log.info("training_deadline", run_id=self.run_id, plan=said, reserve_s=round(plan.reserve_s))
             if self.progress is not None:
                 self.progress.stage(said, self.run_id)
+        resume_line = plan.resume_line()  # what training continues, or why it starts over
+        if resume_line:
+            log.info("resume", run_id=self.run_id, resumed=plan.resume_from is not None, detail=resume_line)
+            self.registry.update_run(self.run_id, resume_note=resume_line)
+            if self.progress is not None:
+                self.progress.stage(resume_line, self.run_id)
         result = train_challenger(
             self.cfg,
             self.run_dir,

@@ -16,6 +16,7 @@ With ``training.distributed`` the child runs under ``mlx.launch``
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -127,6 +128,7 @@ class TrainPlan:
         resume_from: the checkpoint directory to continue, or None.
         resumed_from_run_id: the interrupted run that wrote it.
         resume_iteration: the iteration it holds.
+        not_resumed: why an existing checkpoint is not continued (empty: none, or resumed).
     """
 
     deadline: datetime | None = None
@@ -135,6 +137,16 @@ class TrainPlan:
     resume_from: Path | None = None
     resumed_from_run_id: int | None = None
     resume_iteration: int = 0
+    not_resumed: str = ""
+
+    def resume_line(self) -> str:
+        """One line for the operator on resuming: what is continued, or why an existing
+        checkpoint is not ("" when there is nothing to say)."""
+        if self.resume_from is not None:
+            return f"resuming run {self.resumed_from_run_id}'s checkpoint at iteration {self.resume_iteration}"
+        if self.not_resumed:
+            return f"training starts at iteration 0: {self.not_resumed}"
+        return ""
 
     @property
     def stop_at_datetime(self) -> datetime | None:
@@ -254,16 +266,13 @@ def plan_training(
     plan = plan_deadline(cfg, recent_post_training_s(registry, run_id), now, started) if t.deadline else TrainPlan()
     if t.resume:
         found = find_resume_point(cfg, registry, run_id, now)
-        if found is not None:
-            path, prev_run, iteration = found
-            plan = TrainPlan(
-                deadline=plan.deadline,
-                reserve_s=plan.reserve_s,
-                stop_at_unix=plan.stop_at_unix,
-                resume_from=path,
-                resumed_from_run_id=prev_run,
-                resume_iteration=iteration,
-            )
+        plan = dataclasses.replace(
+            plan,
+            resume_from=found.checkpoint,
+            resumed_from_run_id=found.run_id if found.checkpoint else None,
+            resume_iteration=found.iteration,
+            not_resumed=found.reason,
+        )
     return plan
 
 
@@ -317,39 +326,99 @@ def recent_post_training_s(registry: Registry, run_id: int, nights: int = 3) -> 
     return out
 
 
-def find_resume_point(cfg: Config, registry: Registry, run_id: int, now: datetime) -> tuple[Path, int, int] | None:
-    """The checkpoint of the previous run when tonight can continue it, else None.
+@dataclass(frozen=True)
+class ResumeDecision:
+    """Whether tonight continues an earlier run's checkpoint, and why not when one existed.
 
-    Resumable: the run just before this one was ``interrupted`` (a shutdown, a
-    crash, a reboot) while training, within :data:`RESUME_WINDOW_S`, and its
-    latest complete checkpoint was written for the same job (same
-    :func:`job_fingerprint`: model, data, hyperparameters, processes).
+    Attributes:
+        checkpoint: the checkpoint directory to continue, or None (start at iteration 0).
+        run_id: the run that wrote it.
+        iteration: the iteration it holds.
+        reason: when starting over although a checkpoint exists, one sentence on why
+            (another job, another night, a deterministic failure); else empty.
+    """
+
+    checkpoint: Path | None = None
+    run_id: int | None = None
+    iteration: int = 0
+    reason: str = ""
+
+
+_RESUME_LOOKBACK_RUNS = 20
+
+
+def find_resume_point(cfg: Config, registry: Registry, run_id: int, now: datetime) -> ResumeDecision:
+    """The newest checkpoint of tonight's job that this run can continue.
+
+    Walks back from the run before this one, within :data:`RESUME_WINDOW_S`:
+
+    * a run that never trained (a preflight failure, a skip) is passed over;
+    * a run ``interrupted`` anywhere (a shutdown, a reboot, a daemon crash; in
+      evaluation too, then the last checkpoint is a few iterations short of the
+      end and those are trained again), or ``failed`` in training because the
+      child was killed (a signal, the OOM killer, the timeout: it wrote no
+      reason), can be continued; one that wrote no checkpoint of its own
+      (stopped before its first) is passed over, so a chain of interruptions
+      keeps the newest checkpoint on disk;
+    * a training that failed for a reason the child reported (a non-finite or
+      spiking loss, no improvement, an exception) would fail again: not resumed;
+    * any other run (it finished training and the night went on) ends the search.
+
+    The checkpoint must be complete (``latest.json`` names an existing
+    directory) and written for the same job (:func:`job_fingerprint`: model,
+    data, hyperparameters, processes).
 
     Returns:
-        ``(checkpoint_dir, run_id, iteration)``.
+        The decision; ``reason`` says why an existing checkpoint is not used.
     """
+    for prev in registry.runs(limit=_RESUME_LOOKBACK_RUNS):
+        if prev.id >= run_id:
+            continue
+        started = prev.started_at or prev.created_at
+        age_s = (now - started).total_seconds()
+        stages = registry.stages(prev.id)
+        training = [st for st in stages if st.stage == "training"]
+        if not training or not prev.run_dir:
+            if age_s > RESUME_WINDOW_S:
+                break
+            continue
+        run_dir = Path(prev.run_dir)
+        ckpt_dir = run_dir / CHECKPOINTS_DIR
+        latest = read_result_file(ckpt_dir / LATEST_CHECKPOINT)
+        has_ckpt = bool(latest.get("dir")) and (ckpt_dir / str(latest["dir"])).is_dir()
+        where = f"run {prev.id}'s checkpoint at iteration {latest.get('iteration')}"
+        if age_s > RESUME_WINDOW_S:
+            hours = age_s / 3600
+            return ResumeDecision(reason=f"{where} is from another night ({hours:.0f} h old)" if has_ckpt else "")
+        why_not = _not_resumable(prev.status, training[-1].outcome, run_dir)
+        if why_not is not None:
+            return ResumeDecision(reason=f"{where} is not resumed: run {prev.id} {why_not}" if has_ckpt and why_not else "")
+        if not has_ckpt:
+            continue  # stopped before its first checkpoint: an earlier run's may still be on disk
+        if latest.get("fingerprint") != build_request(cfg, run_dir)["fingerprint"]:
+            return ResumeDecision(
+                reason=f"{where} was written for another training job (model, data, hyperparameters "
+                "or processes changed since)"
+            )
+        return ResumeDecision(checkpoint=ckpt_dir / str(latest["dir"]), run_id=prev.id, iteration=int(latest["iteration"]))
+    return ResumeDecision()
+
+
+def _not_resumable(status: str, training_outcome: str | None, run_dir: Path) -> str | None:
+    """None when a run that trained can be continued, else why not ("" when the night
+    simply went on after training and there is nothing to say)."""
     from daemon.registry import RunStatus
 
-    previous = [r for r in registry.runs(limit=5) if r.id < run_id]
-    if not previous:
+    if status == RunStatus.INTERRUPTED.value:
         return None
-    prev = previous[0]
-    if prev.status != RunStatus.INTERRUPTED.value or not prev.run_dir:
-        return None
-    stages = registry.stages(prev.id)
-    if not stages or stages[-1].stage != "training":
-        return None
-    started = prev.started_at or prev.created_at
-    if (now - started).total_seconds() > RESUME_WINDOW_S:
-        return None
-    ckpt_dir = Path(prev.run_dir) / CHECKPOINTS_DIR
-    latest = read_result_file(ckpt_dir / LATEST_CHECKPOINT)
-    if not latest.get("dir") or not (ckpt_dir / latest["dir"]).is_dir():
-        return None
-    probe = build_request(cfg, Path(prev.run_dir))
-    if latest.get("fingerprint") != probe["fingerprint"]:
-        return None
-    return ckpt_dir / latest["dir"], prev.id, int(latest["iteration"])
+    if status != RunStatus.FAILED.value:
+        return ""
+    if training_outcome == "ok":
+        return "finished training and failed later (a new attempt trains afresh)"
+    child = read_result_file(run_dir / "train_result.json")
+    if child.get("kind") is None:
+        return None  # killed without a word: a signal, the OOM killer, the timeout, a power loss
+    return f"failed in training for a reason that would recur ({child.get('reason') or child['kind']})"
 
 
 def metric_row(record: dict[str, Any]) -> dict[str, Any] | None:

@@ -193,6 +193,9 @@ class Run(Base):
     """Training processes (1 unless ``training.distributed``)."""
     train_backend: Mapped[str | None] = mapped_column(String(16))
     """``mlx.launch``'s backend (ring, mpi, jaccl) when more than one process trained."""
+    resume_note: Mapped[str | None] = mapped_column(Text)
+    """The train stage's resume decision in one line: the checkpoint it continues, or why an
+    existing one was not used (:meth:`daemon.train.TrainPlan.resume_line`); None: nothing to say."""
 
 
 class RunStage(Base):

@@ -195,6 +195,8 @@ def _extras(registry: Registry, run: Any, rows_by_role: Mapping[str, Sequence[An
         resumed_from = getattr(run, "resumed_from_run_id", None)
         if resumed_from is not None:
             out["best checkpoint"] += f"; resumed {getattr(run, 'resumed_iterations', 0)} iterations from run {resumed_from}"
+    if getattr(run, "resume_note", None) and getattr(run, "resumed_from_run_id", None) is None:
+        out["resume"] = run.resume_note  # why tonight started over although a checkpoint existed
     shares = []
     for role in ("champion", "challenger"):
         per_category = truncation(rows_by_role.get(role, []))

@@ -207,8 +207,9 @@ def render_html(data: ReportData, *, trend_uri: str | None = None) -> str:
 
 HANDOFF_KEYS = ("hand-off", "rollback hand-off")
 """The ``extras`` keys of the serving hand-off lines (shown in full, never cut)."""
-WHOLE_KEYS = (*HANDOFF_KEYS, "best checkpoint")
-"""The ``extras`` keys shown in full in the summary boxes (the checkpoint's early stop and resume)."""
+WHOLE_KEYS = (*HANDOFF_KEYS, "best checkpoint", "resume")
+"""The ``extras`` keys shown in full in the summary boxes (the checkpoint's early stop and resume;
+why a night started over although a checkpoint existed)."""
 
 
 def _tail(path: str) -> str:

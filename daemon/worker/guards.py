@@ -1,13 +1,14 @@
 """What the training child watches between steps (pure Python, no mlx: unit-tested directly).
 
-* :class:`BestCheckpoint`: the lowest validation loss so far and how many
-  evaluations have passed without improvement (early stopping's patience).
+* :class:`BestCheckpoint`: the lowest trained validation loss so far, the
+  untrained adapter's (iteration 0) as the bar, and how many evaluations have
+  passed without improvement (early stopping's patience).
 * :class:`LossSpikeWatch`: abort when the training loss stays above a multiple
   of its running median.
 * :func:`needs_final_validation`: whether the final weights need a validation
   pass of their own before the best checkpoint is chosen.
 
-Both serialise to JSON for the resume checkpoint.
+The first two serialise to JSON for the resume checkpoint.
 """
 
 from __future__ import annotations
@@ -25,25 +26,58 @@ SPIKE_MIN_HISTORY = 3
 
 @dataclass
 class BestCheckpoint:
-    """The best validation loss seen and the iteration that had it.
+    """The best trained checkpoint: the lowest validation loss after iteration 0.
+
+    Iteration 0 is the untrained adapter (LoRA's B matrices start at zero, so it
+    is the base model): it is never a candidate, only the bar a trained
+    checkpoint must clear. A night whose trained checkpoints all score worse
+    than it has nothing to offer (:meth:`no_improvement`).
 
     Attributes:
-        iteration: iteration of the best validation loss (None before the first).
+        iteration: iteration of the lowest trained validation loss (None before the first).
         val_loss: that loss (nats/token).
-        evals_since_best: evaluations after the best one that did not improve on it.
+        evals_since_best: evaluations that improved on neither the best trained loss
+            nor the untrained one (early stopping's patience).
+        untrained_val_loss: the validation loss at iteration 0, or None (not validated, or resumed
+            from a checkpoint written before it was kept).
     """
 
     iteration: int | None = None
     val_loss: float | None = None
     evals_since_best: int = 0
+    untrained_val_loss: float | None = None
 
     def observe(self, iteration: int, val_loss: float) -> bool:
-        """Record one validation; True when it is a new best (strictly lower; a NaN never is)."""
-        if math.isfinite(val_loss) and (self.val_loss is None or val_loss < self.val_loss):
-            self.iteration, self.val_loss, self.evals_since_best = iteration, val_loss, 0
+        """Record one validation; True when it is a new best trained checkpoint (strictly
+        lower; a NaN never is; iteration 0 never is)."""
+        finite = math.isfinite(val_loss)
+        if iteration == 0:
+            self.untrained_val_loss = val_loss if finite else None
+            return False
+        bar = min((x for x in (self.val_loss, self.untrained_val_loss) if x is not None), default=math.inf)
+        self.evals_since_best = 0 if finite and val_loss < bar else self.evals_since_best + 1
+        if finite and (self.val_loss is None or val_loss < self.val_loss):
+            self.iteration, self.val_loss = iteration, val_loss
             return True
-        self.evals_since_best += 1
         return False
+
+    def no_improvement(self) -> str | None:
+        """Why the night has no challenger worth evaluating, or None when it has one.
+
+        Either no trained weights were validated, or the best of them scored no
+        better than the untrained adapter (evaluating it would spend the whole
+        evaluation stage on an adapter that at best equals the base model).
+        """
+        if self.iteration is None or self.val_loss is None:
+            return "no trained checkpoint was validated; raise training.iters or lower training.steps_per_eval"
+        if self.untrained_val_loss is not None and self.val_loss >= self.untrained_val_loss:
+            return (
+                f"no trained checkpoint improved the validation loss of the untrained adapter "
+                f"({self.untrained_val_loss:.4g} at iteration 0; best trained {self.val_loss:.4g} at iteration "
+                f"{self.iteration}): lower training.learning_rate, add training.warmup_steps, or check that "
+                "valid.jsonl matches train.jsonl"
+            )
+        return None
 
     def patience_exhausted(self, patience: int | None) -> bool:
         """True when ``patience`` evaluations in a row did not improve (never when patience is None)."""
@@ -55,8 +89,12 @@ class BestCheckpoint:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BestCheckpoint:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**data)
+        """Inverse of :meth:`to_dict` (a checkpoint written before iteration 0 stopped being
+        a candidate may name it as the best: it becomes the untrained loss)."""
+        best = cls(**data)
+        if best.iteration == 0:
+            best.untrained_val_loss, best.iteration, best.val_loss = best.val_loss, None, None
+        return best
 
 
 @dataclass
@@ -101,23 +139,32 @@ class LossSpikeWatch:
         self.over = int(data.get("over", 0))
 
 
-def needs_final_validation(last_validated: int | None, done: int) -> bool:
-    """Whether the weights after ``done`` optimizer iterations need a validation pass of their own.
+def needs_final_validation(last_validated: int | None, done: int, grad_accumulation: int = 1) -> bool:
+    """Whether the weights after ``done`` iterations need a validation pass of their own.
 
-    mlx-lm validates before the step of its last iteration, so a completed run's
-    last validated weights are one step short of the final ones. Scoring that one
-    step would cost a whole extra pass (``val_batches`` forward passes: 12.5 s of a
+    Iterations are mlx-lm's: one batch each; the optimizer updates the weights at
+    every ``grad_accumulation``-th one (``it % grad_accumulation == 0``), so the
+    weights after iteration ``i`` are those of optimizer update ``i // grad_accumulation``.
+
+    Rule: the final weights are validated unless **at most one optimizer update**
+    went unscored since the last validation. mlx-lm validates before the step of
+    its last iteration, so a completed run's final update is never scored; scoring
+    it would cost a whole extra pass (``val_batches`` forward passes: 12.5 s of a
     60-iteration night on SmolLM2-135M on 2 CPU cores, 6% of the training stage),
-    so the best checkpoint is chosen among the weights already validated. A run
-    stopped between validations (the deadline) may have many unscored
-    iterations, and a run whose only validation scored the untrained adapter
-    (iteration 0) has nothing trained to choose: those are validated once more.
-    Early stopping ends right after a validation, so it needs none.
+    so the best checkpoint is chosen among the weights already validated. With
+    ``grad_accumulation`` 4 and 40 iterations, the last validation (iteration 39)
+    scores update 9 of 10: one update unscored, no extra pass. A run stopped
+    between validations (the deadline) may have several unscored updates, and a
+    run whose only validation scored the untrained adapter (iteration 0) has
+    nothing trained to choose: those are validated once more. Early stopping
+    ends right after a validation, so it needs none.
 
     Args:
         last_validated: the iteration of the last validation pass (None: none ran).
-        done: optimizer iterations completed.
+        done: iterations completed.
+        grad_accumulation: iterations per optimizer update (``training.grad_accumulation``).
     """
+    updates_done = done // grad_accumulation
     if last_validated is None or last_validated == 0:
-        return done > 0
-    return done - last_validated > 1
+        return updates_done > 0
+    return updates_done - last_validated // grad_accumulation > 1

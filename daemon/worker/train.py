@@ -8,11 +8,14 @@ callback passed to it.
 Around mlx-lm's loop the callback keeps:
 
 * the **best checkpoint**: after every validation (iteration 0, every
-  ``steps_per_eval``, and mlx-lm's last one, one step before the end) the
-  adapter with the lowest validation loss is kept; that one becomes
-  ``adapters.safetensors``. Every validation pass scores the same batches, so
-  the losses compare. The final weights get a validation pass of their own only
-  when more than one step has gone unscored (see :func:`daemon.worker.guards.needs_final_validation`);
+  ``steps_per_eval``, and mlx-lm's last one, one iteration before the end) the
+  trained adapter with the lowest validation loss is kept; that one becomes
+  ``adapters.safetensors``. Iteration 0 (the untrained adapter) is only the bar:
+  when no trained checkpoint beats it, training fails (exit 3) and nothing is
+  evaluated. Every validation pass scores the same batches, so the losses
+  compare. The final weights get a validation pass of their own only when more
+  than one optimizer update has gone unscored (see
+  :func:`daemon.worker.guards.needs_final_validation`);
 * **guards**: NaN/inf losses and the loss-spike watchdog abort the run
   (exit 3, no adapter kept); gradients are clipped to ``max_grad_norm``;
 * **stops**: early stopping (``early_stopping_patience`` evaluations without
@@ -28,7 +31,8 @@ checkpoints, the adapter and the result. Stop decisions are all-reduced so
 every rank leaves the loop at the same iteration.
 
 Exit codes: 0 success (adapter and result written), 2 bad request,
-3 non-finite loss or loss spike (training aborted; no adapter is kept), 4 orphaned, 1 other.
+3 non-finite loss, loss spike or no trained checkpoint better than the untrained adapter
+(training aborted; no adapter is kept), 4 orphaned, 1 other.
 """
 
 from __future__ import annotations
@@ -480,7 +484,7 @@ def _train(req: dict[str, Any], metrics: JsonLines, result_file: Path, writer: b
     except StopTraining as stop:
         stop_reason, stop_detail = stop.reason, str(stop)
         metrics.write({"event": "stop", "iteration": callback.done, "reason": stop.reason, "detail": stop_detail})
-    if needs_final_validation(callback.last_val_iteration, callback.done):
+    if needs_final_validation(callback.last_val_iteration, callback.done, grad_accum):
         tic = time.perf_counter()
         val_loss = evaluate(
             model=model,
@@ -495,6 +499,9 @@ def _train(req: dict[str, Any], metrics: JsonLines, result_file: Path, writer: b
         callback.validated(callback.done, val_loss)
     if not all_finite(model.trainable_parameters()):
         raise NonFiniteLoss("the trained adapter weights contain NaN or inf")
+    no_challenger = best.no_improvement()
+    if no_challenger:
+        raise NonFiniteLoss(no_challenger)  # deterministic like a spike: no adapter, no evaluation
     if not writer:
         return EXIT_OK
     chosen = ckpt_dir / BEST_ADAPTER

@@ -4,7 +4,10 @@ early stopping, guards, deadline, resume, and two ``mlx.launch`` ring processes.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any
 import pytest
 
 from daemon import shutdown
+from daemon.cli import TerminalProgress
 from daemon.config import Config, DistributedConfig, load_config
 from daemon.errors import Interrupted, TrainingFailed
 from daemon.pipeline import run_pipeline
@@ -80,6 +84,20 @@ def test_early_stopping_after_patience_evaluations_without_improvement(demo_work
     assert [v["best"] for v in vals[-2:]] == [False, False]  # exactly `patience` evaluations without a new best
     assert result.chosen_iteration == min(vals, key=lambda r: r["val_loss"])["iteration"]
     assert records(run_dir, "stop")[0]["reason"] == "early_stopping"
+
+
+@pytest.mark.slow
+def test_a_night_that_never_beats_the_untrained_adapter_fails_without_a_challenger(
+    demo_workspace: Path, tmp_path: Path
+) -> None:
+    """Reviewer #3: iteration 0 (the untrained adapter) was the "best checkpoint" and got evaluated."""
+    diverging = {"iters": 60, "steps_per_eval": 20, "learning_rate": 0.05, "lr_schedule": "constant",
+                 "warmup_steps": 8}
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingFailed, match=r"no trained checkpoint improved the validation loss of the untrained"):
+        train(config(demo_workspace, **diverging), run_dir)
+    assert not (run_dir / "adapter" / "adapters.safetensors").exists()
+    assert [v["iteration"] for v in records(run_dir, "val")] == [0, 19, 39, 59]
 
 
 @pytest.mark.slow
@@ -159,6 +177,61 @@ def test_a_night_interrupted_in_training_resumes_from_its_checkpoint(demo_worksp
     resumed = {r["iteration"]: r["train_loss"] for r in records(state / "runs" / "0002", "train")}
     assert reference.iterations_done == cfg.training.iters and resumed
     assert all(resumed[i] == pytest.approx(ref_losses[i], rel=1e-5) for i in resumed)
+
+
+def _own_children(module: str) -> list[int]:
+    """Pids of this process's children running ``python -m module`` (never another test's)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and module.encode() in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_a_training_child_killed_by_sigkill_is_resumed_by_the_next_run(demo_workspace: Path, tmp_path: Path) -> None:
+    """Reviewer #2a/#2e: a child killed by signal 9 (the OOM killer) left a `failed` run that the next
+    run did not resume, and the --run-now output never said a run resumed."""
+    path = demo_workspace / "nightshift.yaml"
+    path.write_text(path.read_text().replace("  steps_per_eval: 100\n", "  steps_per_eval: 100\n  save_every: 20\n"))
+    cfg = load_config(path)
+    errors: list[BaseException] = []
+
+    def first_night() -> None:
+        try:
+            run_pipeline(cfg)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    night = threading.Thread(target=first_night)
+    night.start()
+    metrics = cfg.paths.state_dir / "runs" / "0001" / METRICS_FILE
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and '"checkpoint", "iteration": 40' in metrics.read_text()):
+        assert night.is_alive() and time.monotonic() < deadline
+        time.sleep(0.2)
+    (child,) = _own_children("daemon.worker.train")
+    os.kill(child, signal.SIGKILL)
+    night.join(timeout=120)
+    assert not night.is_alive()
+
+    out = io.StringIO()
+    run_pipeline(cfg, progress=TerminalProgress(out))
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        first, second = reg.get_run(1), reg.get_run(2)
+        assert first.status == RunStatus.FAILED.value and "signal 9" in (first.failure_reason or "")
+        assert second.resumed_from_run_id == 1 and second.resumed_iterations == 40
+        assert second.resume_note == "resuming run 1's checkpoint at iteration 40"
+    finally:
+        reg.close()
+    assert "run 2: resuming run 1's checkpoint at iteration 40" in out.getvalue()
 
 
 @pytest.mark.slow

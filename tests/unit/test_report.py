@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import time
@@ -545,3 +546,20 @@ def test_the_training_section_says_the_iterations_done_the_processes_and_the_who
     assert data.extras["best checkpoint"] == "iteration 59 (validation loss 0.500)"
     assert dict(data.training or [])["steps"].startswith("100 iterations, batch") and "processes" not in dict(data.training or [])
     assert "completed" not in render_report(cfg, reg, completed)
+
+
+def test_a_night_that_started_over_says_why_in_both_formats(night: tuple, no_figures: None) -> None:
+    """Reviewer 11 #2c: a night that started at iteration 0 although a checkpoint existed said nothing."""
+    from daemon.report.html import render_html
+
+    cfg, reg, _state = night
+    rid = make_night(cfg, reg, "rejected")
+    note = (
+        "training starts at iteration 0: run 3's checkpoint at iteration 40 was written for another training job "
+        "(model, data, hyperparameters or processes changed since)"
+    )
+    reg.update_run(rid, resume_note=note)
+    data = gather_report(cfg, reg, rid)
+    assert data.extras["resume"] == note
+    assert html.escape(note) in render_html(data)  # in full: the why is at the end
+    assert "(model, data, hyperparameters or processes changed since)" in render_report(cfg, reg, rid)

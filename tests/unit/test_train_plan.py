@@ -21,21 +21,51 @@ from daemon.worker.guards import BestCheckpoint, LossSpikeWatch, needs_final_val
 def test_best_checkpoint_tracks_lowest_loss_and_patience() -> None:
     best = BestCheckpoint()
     assert [best.observe(i, v) for i, v in ((0, 2.0), (10, 1.5), (20, 1.6), (30, float("nan")))] == [
-        True, True, False, False,
+        False, True, False, False,
     ]
-    assert (best.iteration, best.val_loss, best.evals_since_best) == (10, 1.5, 2)
+    assert (best.iteration, best.val_loss, best.evals_since_best, best.untrained_val_loss) == (10, 1.5, 2, 2.0)
     assert best.patience_exhausted(2) and not best.patience_exhausted(3) and not best.patience_exhausted(None)
     assert BestCheckpoint.from_dict(json.loads(json.dumps(best.to_dict()))) == best
+    assert best.no_improvement() is None
 
 
+def test_the_untrained_adapter_is_never_the_best_checkpoint() -> None:
+    """Reviewer #3: iteration 0 (the untrained adapter) was chosen and evaluated as a challenger."""
+    best = BestCheckpoint()
+    for i, v in ((0, 0.359), (19, 2.83), (39, 2.65), (59, 2.61)):
+        best.observe(i, v)
+    assert (best.iteration, best.val_loss) == (59, 2.61)
+    reason = best.no_improvement()
+    assert reason is not None and "untrained adapter (0.359 at iteration 0; best trained 2.61 at iteration 59)" in reason
+    assert "lower training.learning_rate" in reason
+    # patience counts against the untrained loss too: a night that only gets worse stops early
+    early = BestCheckpoint()
+    for i, v in ((0, 0.359), (19, 2.83), (39, 2.65)):
+        early.observe(i, v)
+    assert early.patience_exhausted(2)
+    assert "no trained checkpoint was validated" in (BestCheckpoint(untrained_val_loss=1.0).no_improvement() or "")
+    # a checkpoint written before this fix may name iteration 0 as its best: it becomes the bar
+    old = BestCheckpoint.from_dict({"iteration": 0, "val_loss": 0.5, "evals_since_best": 1})
+    assert (old.iteration, old.val_loss, old.untrained_val_loss) == (None, None, 0.5)
 
-def test_final_weights_are_validated_only_when_more_than_one_step_went_unscored() -> None:
+
+def test_final_weights_are_validated_only_when_more_than_one_update_went_unscored() -> None:
     assert not needs_final_validation(59, 60)  # completed: mlx-lm validated one step before the end
     assert not needs_final_validation(40, 40)  # early stopping ends on a validation
     assert needs_final_validation(40, 47)  # the deadline stopped between validations
     assert needs_final_validation(0, 1) and needs_final_validation(None, 3)  # nothing trained was scored
     assert not needs_final_validation(None, 0)
     assert not needs_final_validation(30, 31)  # resumed at 30 with one iteration left
+
+
+def test_final_validation_counts_optimizer_updates_with_grad_accumulation() -> None:
+    """Reviewer #11: the rule counted iterations (micro-batches), not optimizer updates."""
+    assert not needs_final_validation(39, 40, 4)  # completed: update 9 of 10 scored, one unscored
+    assert not needs_final_validation(19, 23, 4)  # deadline at 23: only update 5 (iteration 20) unscored
+    assert needs_final_validation(19, 24, 4)  # updates 5 and 6 unscored
+    assert not needs_final_validation(41, 42, 4)  # iterations 41-42 only accumulate: no update unscored
+    assert needs_final_validation(0, 4, 4) and not needs_final_validation(0, 3, 4)  # an update vs none at all
+
 
 def test_loss_spike_watch_needs_consecutive_reports_over_the_running_median() -> None:
     watch = LossSpikeWatch(factor=3.0, reports=2)
@@ -89,19 +119,42 @@ def _cfg(tmp_path: Path, **training: object):
     return config_from_dict({"paths": {"state_dir": "state"}, "training": training}, base_dir=tmp_path)
 
 
-def _interrupted_training_run(reg: Registry, cfg, tmp_path: Path, *, fingerprint: str | None = None) -> int:
+def _training_run(
+    reg: Registry,
+    cfg,
+    tmp_path: Path,
+    *,
+    fingerprint: str | None = None,
+    checkpoint: int | None = 40,
+    status: RunStatus = RunStatus.INTERRUPTED,
+    training_outcome: str = "interrupted",
+    child_result: dict | None = None,
+) -> int:
+    """A run that trained and ended ``status``, with a checkpoint at ``checkpoint`` (None: none written)."""
     run = reg.create_run(trigger=Trigger.SCHEDULED, config_snapshot={}, config_path=None, profile=None)
     run_dir = tmp_path / "state" / "runs" / f"{run.id:04d}"
     reg.update_run(run.id, run_dir=str(run_dir))
     reg.transition(run.id, RunStatus.PREFLIGHT)
     reg.transition(run.id, RunStatus.TRAINING)
-    reg.finish_stage(reg.start_stage(run.id, "training"), duration_s=5.0, outcome="interrupted")
-    reg.transition(run.id, RunStatus.INTERRUPTED, reason="SIGTERM")
+    reg.finish_stage(reg.start_stage(run.id, "training"), duration_s=5.0, outcome=training_outcome)
+    if training_outcome == "ok":
+        reg.transition(run.id, RunStatus.EVALUATING)
+        reg.finish_stage(reg.start_stage(run.id, "evaluating"), duration_s=5.0, outcome="interrupted")
+    reg.transition(run.id, status, reason="test")
     ckpt = run_dir / CHECKPOINTS_DIR
-    (ckpt / "resume-0000040").mkdir(parents=True)
-    fp = fingerprint or build_request(cfg, run_dir)["fingerprint"]
-    (ckpt / LATEST_CHECKPOINT).write_text(json.dumps({"dir": "resume-0000040", "iteration": 40, "fingerprint": fp}))
+    ckpt.mkdir(parents=True)
+    if child_result is not None:
+        (run_dir / "train_result.json").write_text(json.dumps(child_result))
+    if checkpoint is not None:
+        name = f"resume-{checkpoint:07d}"
+        (ckpt / name).mkdir()
+        fp = fingerprint or build_request(cfg, run_dir)["fingerprint"]
+        (ckpt / LATEST_CHECKPOINT).write_text(json.dumps({"dir": name, "iteration": checkpoint, "fingerprint": fp}))
     return run.id
+
+
+def _new_run(reg: Registry) -> int:
+    return reg.create_run(trigger=Trigger.MANUAL, config_snapshot={}, config_path=None, profile=None).id
 
 
 def test_resume_only_the_same_job_interrupted_during_training_tonight(tmp_path: Path) -> None:
@@ -109,19 +162,81 @@ def test_resume_only_the_same_job_interrupted_during_training_tonight(tmp_path: 
     reg = Registry.open(cfg.paths.state_dir)
     try:
         now = datetime.now(UTC)
-        prev = _interrupted_training_run(reg, cfg, tmp_path)
-        current = reg.create_run(trigger=Trigger.MANUAL, config_snapshot={}, config_path=None, profile=None).id
+        prev = _training_run(reg, cfg, tmp_path)
+        current = _new_run(reg)
         found = find_resume_point(cfg, reg, current, now)
-        assert found is not None and found[1:] == (prev, 40) and found[0].name == "resume-0000040"
+        assert found.checkpoint is not None and found.checkpoint.name == "resume-0000040"
+        assert (found.run_id, found.iteration, found.reason) == (prev, 40, "")
         plan = plan_training(cfg, reg, current, now)
         assert plan.resumed_from_run_id == prev and plan.resume_iteration == 40
+        assert plan.resume_line() == f"resuming run {prev}'s checkpoint at iteration 40"
         # another night (too late), another job (fingerprint), or resume switched off: start over
-        assert find_resume_point(cfg, reg, current, now + timedelta(days=1)) is None
-        assert find_resume_point(_cfg(tmp_path, learning_rate=3e-4), reg, current, now) is None
+        late = find_resume_point(cfg, reg, current, now + timedelta(days=1))
+        assert late.checkpoint is None and "is from another night (24 h old)" in late.reason
+        changed = plan_training(_cfg(tmp_path, learning_rate=3e-4), reg, current, now)
+        assert changed.resume_from is None and changed.resumed_from_run_id is None
+        assert changed.resume_line() == (
+            f"training starts at iteration 0: run {prev}'s checkpoint at iteration 40 was written for another "
+            "training job (model, data, hyperparameters or processes changed since)"
+        )
         assert plan_training(_cfg(tmp_path, resume=False), reg, current, now).resume_from is None
-        other = _interrupted_training_run(reg, cfg, tmp_path, fingerprint="another job")
-        newest = reg.create_run(trigger=Trigger.MANUAL, config_snapshot={}, config_path=None, profile=None).id
-        assert other and find_resume_point(cfg, reg, newest, now) is None
+        other = _training_run(reg, cfg, tmp_path, fingerprint="another job")
+        assert other and find_resume_point(cfg, reg, _new_run(reg), now).checkpoint is None
+    finally:
+        reg.close()
+
+
+def test_a_training_child_killed_by_a_signal_is_resumed_a_diverged_one_is_not(tmp_path: Path) -> None:
+    """Reviewer #2a: only `interrupted` runs were resumed, not a child killed by signal 9 (OOM)."""
+    cfg = _cfg(tmp_path)
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        now = datetime.now(UTC)
+        killed = _training_run(reg, cfg, tmp_path, status=RunStatus.FAILED, training_outcome="failed")
+        found = find_resume_point(cfg, reg, _new_run(reg), now)
+        assert (found.run_id, found.iteration) == (killed, 40)
+        diverged = _training_run(
+            reg, cfg, tmp_path, status=RunStatus.FAILED, training_outcome="failed",
+            child_result={"ok": False, "kind": "nonfinite", "reason": "training loss became nan at iteration 50"},
+        )
+        refused = find_resume_point(cfg, reg, _new_run(reg), now)
+        assert refused.checkpoint is None
+        assert refused.reason == (
+            f"run {diverged}'s checkpoint at iteration 40 is not resumed: run {diverged} failed in training for a "
+            "reason that would recur (training loss became nan at iteration 50)"
+        )
+    finally:
+        reg.close()
+
+
+def test_resume_walks_back_past_runs_stopped_before_their_first_checkpoint(tmp_path: Path) -> None:
+    """Reviewer #2b: a resumed run interrupted before its own first checkpoint lost the one it resumed."""
+    cfg = _cfg(tmp_path)
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        now = datetime.now(UTC)
+        _training_run(reg, cfg, tmp_path, checkpoint=40)
+        second = _training_run(reg, cfg, tmp_path, checkpoint=60, status=RunStatus.FAILED, training_outcome="failed")
+        _training_run(reg, cfg, tmp_path, checkpoint=None)
+        found = find_resume_point(cfg, reg, _new_run(reg), now)
+        assert (found.run_id, found.iteration) == (second, 60)
+    finally:
+        reg.close()
+
+
+def test_a_run_interrupted_in_evaluation_resumes_its_last_checkpoint(tmp_path: Path) -> None:
+    """Reviewer #2d: an interruption during evaluation retrained from iteration 0."""
+    cfg = _cfg(tmp_path)
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        now = datetime.now(UTC)
+        evaluating = _training_run(reg, cfg, tmp_path, checkpoint=180, training_outcome="ok")
+        found = find_resume_point(cfg, reg, _new_run(reg), now)
+        assert (found.run_id, found.iteration) == (evaluating, 180)
+        # a night that went on after training (here: failed in evaluation) ends the search, and says why
+        failed_later = _training_run(reg, cfg, tmp_path, checkpoint=180, training_outcome="ok", status=RunStatus.FAILED)
+        later = find_resume_point(cfg, reg, _new_run(reg), now)
+        assert later.checkpoint is None and f"run {failed_later} finished training and failed later" in later.reason
     finally:
         reg.close()
 
