@@ -54,6 +54,34 @@ def wrong_answers_for_validation(workspace: Path) -> None:
     valid.write_text("\n".join(rows) + "\n")
 
 
+def checkpointing_config(workspace: Path) -> Config:
+    """The demo config with a resume checkpoint every 20 iterations."""
+    path = workspace / "nightshift.yaml"
+    path.write_text(path.read_text().replace("  steps_per_eval: 100\n", "  steps_per_eval: 100\n  save_every: 20\n"))
+    return load_config(path)
+
+
+def night_until_checkpoint(cfg: Config, iteration: int) -> tuple[threading.Thread, list[BaseException]]:
+    """Start run 1 in a thread and return once its checkpoint at ``iteration`` is written;
+    what the night raises is appended to the list."""
+    errors: list[BaseException] = []
+
+    def first_night() -> None:
+        try:
+            run_pipeline(cfg)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    night = threading.Thread(target=first_night)
+    night.start()
+    metrics = cfg.paths.state_dir / "runs" / "0001" / METRICS_FILE
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and f'"checkpoint", "iteration": {iteration}' in metrics.read_text()):
+        assert night.is_alive() and time.monotonic() < deadline
+        time.sleep(0.2)
+    return night, errors
+
+
 def test_best_checkpoint_becomes_the_challenger(demo_workspace: Path, tmp_path: Path) -> None:
     """The challenger is the adapter of the lowest validation loss, not the last iteration's."""
     wrong_answers_for_validation(demo_workspace)
@@ -134,26 +162,9 @@ def test_deadline_stops_training_early_and_keeps_the_best_checkpoint(demo_worksp
 def test_a_night_interrupted_in_training_resumes_from_its_checkpoint(demo_workspace: Path, tmp_path: Path) -> None:
     """The next attempt continues at the checkpoint with the optimizer state and schedule position:
     its losses after the resume point equal an uninterrupted run's."""
-    path = demo_workspace / "nightshift.yaml"
-    text = path.read_text().replace("  steps_per_eval: 100\n", "  steps_per_eval: 100\n  save_every: 20\n")
-    path.write_text(text)
-    cfg = load_config(path)
+    cfg = checkpointing_config(demo_workspace)
     state = cfg.paths.state_dir
-    errors: list[BaseException] = []
-
-    def first_night() -> None:
-        try:
-            run_pipeline(cfg)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            errors.append(exc)
-
-    night = threading.Thread(target=first_night)
-    night.start()
-    metrics = state / "runs" / "0001" / METRICS_FILE
-    deadline = time.monotonic() + 300
-    while not (metrics.exists() and '"checkpoint", "iteration": 40' in metrics.read_text()):
-        assert night.is_alive() and time.monotonic() < deadline
-        time.sleep(0.2)
+    night, errors = night_until_checkpoint(cfg, 40)
     shutdown.request_stop("test: the Mac went to sleep")
     night.join(timeout=120)
     assert len(errors) == 1 and isinstance(errors[0], Interrupted)
@@ -198,24 +209,8 @@ def _own_children(module: str) -> list[int]:
 def test_a_training_child_killed_by_sigkill_is_resumed_by_the_next_run(demo_workspace: Path, tmp_path: Path) -> None:
     """Reviewer #2a/#2e: a child killed by signal 9 (the OOM killer) left a `failed` run that the next
     run did not resume, and the --run-now output never said a run resumed."""
-    path = demo_workspace / "nightshift.yaml"
-    path.write_text(path.read_text().replace("  steps_per_eval: 100\n", "  steps_per_eval: 100\n  save_every: 20\n"))
-    cfg = load_config(path)
-    errors: list[BaseException] = []
-
-    def first_night() -> None:
-        try:
-            run_pipeline(cfg)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            errors.append(exc)
-
-    night = threading.Thread(target=first_night)
-    night.start()
-    metrics = cfg.paths.state_dir / "runs" / "0001" / METRICS_FILE
-    deadline = time.monotonic() + 300
-    while not (metrics.exists() and '"checkpoint", "iteration": 40' in metrics.read_text()):
-        assert night.is_alive() and time.monotonic() < deadline
-        time.sleep(0.2)
+    cfg = checkpointing_config(demo_workspace)
+    night, _errors = night_until_checkpoint(cfg, 40)
     (child,) = _own_children("daemon.worker.train")
     os.kill(child, signal.SIGKILL)
     night.join(timeout=120)
