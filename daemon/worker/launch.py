@@ -1,8 +1,8 @@
 """Distributed training child: ``python -m daemon.worker.launch REQUEST.json``.
 
 Runs the ``mlx.launch`` command line of the request (see
-:mod:`daemon.distributed`) in this process group and exits with its status.
-It exists for one reason: ``mlx.launch`` does not watch the daemon. When the
+:mod:`daemon.distributed`) and exits with a status that reflects every rank.
+It exists for two reasons. ``mlx.launch`` does not watch the daemon: when the
 daemon dies (``kill -9``), this process stops its whole process group (the
 launcher and every local rank); remote ranks lose their ssh session and are
 hung up. A normal stop (timeout, shutdown) reaches the group through
@@ -13,7 +13,7 @@ way in both cases: ``mlx.launch`` reaches them through ``ssh -tt``, whose
 clients are members of this group, and a killed client closes the remote
 terminal, which hangs up (SIGHUP) the rank behind it.
 
-``mlx.launch`` runs here, in this process (its ``main``), so that the exit
+And ``mlx.launch`` runs here, in this process (its ``main``), so that the exit
 status of every rank's process is known from its own process handling, never
 from console text: ``mlx.launch`` exits 0 even when a rank fails. When a rank
 failed, this process rewrites rank 0's result file with a reason that names
