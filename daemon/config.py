@@ -99,7 +99,8 @@ class DistributedConfig:
     processes: int = field(default=1, metadata=_rng(1, 1024))
     hostfile: Path | None = None
     backend: Literal["ring", "mpi", "jaccl", "nccl"] = "ring"
-    """``ring`` (TCP), ``mpi``, ``jaccl`` (RDMA over Thunderbolt 5, macOS 26.2+) or ``nccl`` (NVIDIA, ``mlx[cuda]``)."""
+    """``ring`` (TCP), ``mpi``, ``jaccl`` (RDMA over Thunderbolt 5, macOS 26.2+) or ``nccl`` (NVIDIA,
+    ``mlx[cuda]``; ``mlx.launch`` gives local rank k the GPU k, so ``processes: N`` needs N GPUs)."""
     share_model: bool = False
     """Preflight copies a model missing on a host there with ``mlx_lm share`` instead of failing."""
 

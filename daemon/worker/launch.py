@@ -11,7 +11,10 @@ itself dies (``kill -9``), the daemon kills what is left of its group
 (:func:`daemon.child.kill_leftover_group`). Remote ranks are stopped the same
 way in both cases: ``mlx.launch`` reaches them through ``ssh -tt``, whose
 clients are members of this group, and a killed client closes the remote
-terminal, which hangs up (SIGHUP) the rank behind it.
+terminal, which hangs up (SIGHUP) the rank behind it; the rank's own parent
+watch (:func:`daemon.worker.common.watch_parent`) ends it too once its ssh
+session is gone. Local ranks are children of this process and watch it the
+same way.
 
 And ``mlx.launch`` runs here, in this process (its ``main``), so that the exit
 status of every rank's process is known from its own process handling, never
