@@ -38,6 +38,7 @@ class RunSummary:
         report_path: the morning report, if written.
         headline: the outcome in one sentence (:func:`headline`).
         training: an early stop of training (:func:`training_stop_text`), else "".
+        processes: a distributed training (:func:`training_processes_text`), else "".
     """
 
     run_id: int
@@ -52,6 +53,7 @@ class RunSummary:
     report_path: str | None
     headline: str = ""
     training: str = ""
+    processes: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: times as UTC ISO 8601 (seconds), durations in seconds."""
@@ -64,6 +66,7 @@ class RunSummary:
             "reason": self.reason,
             "headline": self.headline,
             "training": self.training or None,
+            "processes": self.processes or None,
             "champion_composite": self.champion_composite,
             "challenger_composite": self.challenger_composite,
             "composite_delta": self.composite_delta,
@@ -197,6 +200,22 @@ def training_stop_cause(run: Any) -> str:
     return f" ({reason.replace('_', ' ')})" + (f": {detail}" if detail else "")
 
 
+def training_processes_text(run: Any) -> str:
+    """``2 processes (ring)`` or ``3 hosts (jaccl)`` for a run that trained distributed; "" for
+    one process. Hosts when the run's config snapshot names a ``training.distributed.hostfile``."""
+    world = getattr(run, "train_world_size", None)
+    if not world or world <= 1:
+        return ""
+    try:
+        snap = json.loads(getattr(run, "config_snapshot", None) or "{}")
+    except ValueError:
+        snap = {}
+    snap = snap if isinstance(snap, dict) else {}
+    hosts = bool(((snap.get("training") or {}).get("distributed") or {}).get("hostfile"))
+    backend = getattr(run, "train_backend", None)
+    return f"{world} {'hosts' if hosts else 'processes'}" + (f" ({backend})" if backend else "")
+
+
 def is_rollback(promo: Any, model: Any) -> bool:
     """A promotion-log row that put back an earlier champion (``nightshift rollback``, or the
     automatic rollback after a failed hand-off) rather than promote its run's challenger."""
@@ -251,6 +270,7 @@ def summarize_run(run: Any) -> RunSummary:
     return RunSummary(
         headline=headline(run.status, decision, run.failure_reason, training),
         training=training,
+        processes=training_processes_text(run),
         run_id=run.id,
         trigger=run.trigger,
         status=run.status,

@@ -13,7 +13,12 @@ from daemon.lock import read_lock_holder
 from daemon.notify import last_notice_status
 from daemon.promote import current_target
 from daemon.registry import Registry
-from daemon.runsummary import champion_change_text, is_rollback, training_stop_text
+from daemon.runsummary import (
+    champion_change_text,
+    is_rollback,
+    training_processes_text,
+    training_stop_text,
+)
 from daemon.worker.env import blas_description
 
 
@@ -75,6 +80,7 @@ def collect_status(cfg: Config) -> dict[str, Any]:
                 "finished_at": last.finished_at.isoformat(timespec="seconds") if last.finished_at else None,
                 "failure_reason": last.failure_reason,
                 "training": training_stop_text(last) or None,
+                "processes": training_processes_text(last) or None,
                 "report": last.report_path,
             },
             "running": running,
@@ -200,8 +206,9 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(f"last run:   {last['id']} {last['status']} ({last['trigger']}, started {_local(last['started_at'])})")
         if last.get("failure_reason"):
             lines.append(f"            reason: {last['failure_reason'].splitlines()[0]}")
-        if last.get("training"):
-            lines.append(f"            training: {last['training']}")
+        training = "; ".join(t for t in (last.get("processes"), last.get("training")) if t)
+        if training:
+            lines.append(f"            training: {training}")
         if last.get("report"):
             lines.append(f"            report: {last['report']}")
     event = status.get("last_event")

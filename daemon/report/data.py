@@ -41,6 +41,7 @@ from daemon.runsummary import (
     champion_change_text,
     command_changes,
     headline,
+    training_processes_text,
     training_stop_cause,
     training_stop_text,
 )
@@ -529,7 +530,7 @@ def _training(cfg: Config, snap: dict[str, Any], metrics: Sequence[Any], run: An
         ("learning rate", f"{t.get('learning_rate'):g} ({t.get('lr_schedule')}, warmup {t.get('warmup_steps')})"),
         ("max sequence", f"{t.get('max_seq_len_tokens')} tokens, grad checkpointing {t.get('grad_checkpoint')}, seed {t.get('seed')}"),
     ]
-    processes = _processes_text(snap, run)
+    processes = training_processes_text(run)
     if processes:
         out.insert(3, ("processes", processes))
     train_rows = [m for m in metrics if m.train_loss is not None]
@@ -554,16 +555,6 @@ def _iterations_text(t: dict[str, Any], run: Any) -> str:
         return f"{total} iterations"
     cause = training_stop_cause(run)
     return f"{done} of {total} iterations" + (f" (stopped early{cause})" if cause else "")
-
-
-def _processes_text(snap: dict[str, Any], run: Any) -> str:
-    """``2 processes (ring)`` or ``3 hosts (jaccl)`` for a distributed night; "" for one process."""
-    world = getattr(run, "train_world_size", None)
-    if not world or world <= 1:
-        return ""
-    hosts = bool(((snap.get("training") or {}).get("distributed") or {}).get("hostfile"))
-    backend = getattr(run, "train_backend", None)
-    return f"{world} {'hosts' if hosts else 'processes'}" + (f" ({backend})" if backend else "")
 
 
 def _rehearsal(registry: Registry) -> dict[str, Any] | None:

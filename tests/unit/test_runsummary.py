@@ -221,6 +221,11 @@ def test_a_deadline_stop_is_said_in_the_run_now_line_history_and_status(reg: Reg
     assert json.loads(status.output)["last_run"]["training"] == DEADLINE_STOP
     assert f"training: {DEADLINE_STOP}" in CliRunner().invoke(cli, ["status", "-c", str(config)]).output
 
+    reg.update_run(run_id, train_world_size=2, train_backend="ring")  # issue 11 review, defect 9: distributed unrecorded
+    assert json.loads(CliRunner().invoke(cli, ["history", "-c", str(config), "--json"]).output)[0]["processes"] == "2 processes (ring)"
+    status_text = CliRunner().invoke(cli, ["status", "-c", str(config)]).output
+    assert f"training: 2 processes (ring); {DEADLINE_STOP}" in status_text
+
 
 def test_early_stopping_is_said_in_words_and_a_completed_run_says_nothing(reg: Registry) -> None:
     """Issue 11 review, defect 10: the raw `early_stopping` was printed, and every normal night said
