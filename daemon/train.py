@@ -357,7 +357,7 @@ def find_resume_point(cfg: Config, registry: Registry, run_id: int, now: datetim
       evaluation too, then the last checkpoint is a few iterations short of the
       end and those are trained again), or ``failed`` in training because the
       child was killed (a signal, the OOM killer, the timeout: it wrote no
-      reason), can be continued; one that wrote no checkpoint of its own
+      reason; under ``mlx.launch``, a rank killed by a signal), can be continued; one that wrote no checkpoint of its own
       (stopped before its first) is passed over, so a chain of interruptions
       keeps the newest checkpoint on disk;
     * a training that failed for a reason the child reported (a non-finite or
@@ -416,8 +416,8 @@ def _not_resumable(status: str, training_outcome: str | None, run_dir: Path) -> 
     if training_outcome == "ok":
         return "finished training and failed later (a new attempt trains afresh)"
     child = read_result_file(run_dir / "train_result.json")
-    if child.get("kind") is None:
-        return None  # killed without a word: a signal, the OOM killer, the timeout, a power loss
+    if child.get("kind") in (None, "killed"):
+        return None  # killed without a word (a signal, the OOM killer, the timeout, a power loss), or a rank was
     return f"failed in training for a reason that would recur ({child.get('reason') or child['kind']})"
 
 

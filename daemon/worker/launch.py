@@ -187,7 +187,9 @@ def main(argv: list[str]) -> int:
         return EXIT_NONFINITE
     said = f"; rank 0 reported: {rank0['reason']}" if rank0.get("reason") else ""
     print(f"[nightshift] {problem}", file=sys.stderr, flush=True)
-    write_json(result_file, {**rank0, "ok": False, "reason": f"{problem}{said}"})
+    # A rank killed by a signal (the OOM killer, a reboot) makes the night resumable, like a killed single child.
+    killed = any(r.returncode is not None and r.returncode < 0 and not r.stopped_by_launcher for r in ranks)
+    write_json(result_file, {**rank0, "ok": False, "reason": f"{problem}{said}", **({"kind": "killed"} if killed else {})})
     return EXIT_ERROR
 
 

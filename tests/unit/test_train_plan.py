@@ -195,6 +195,11 @@ def test_a_training_child_killed_by_a_signal_is_resumed_a_diverged_one_is_not(tm
         killed = _training_run(reg, cfg, tmp_path, status=RunStatus.FAILED, training_outcome="failed")
         found = find_resume_point(cfg, reg, _new_run(reg), now)
         assert (found.run_id, found.iteration) == (killed, 40)
+        lost_rank = _training_run(  # under mlx.launch the wrapper says a rank was killed
+            reg, cfg, tmp_path, status=RunStatus.FAILED, training_outcome="failed",
+            child_result={"ok": False, "kind": "killed", "reason": "rank 1 of 2 was killed by SIGKILL"},
+        )
+        assert find_resume_point(cfg, reg, _new_run(reg), now).run_id == lost_rank
         diverged = _training_run(
             reg, cfg, tmp_path, status=RunStatus.FAILED, training_outcome="failed",
             child_result={"ok": False, "kind": "nonfinite", "reason": "training loss became nan at iteration 50"},
