@@ -4,10 +4,11 @@ early stopping, guards, deadline, resume, and two ``mlx.launch`` ring processes.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,6 @@ from typing import Any
 import pytest
 
 from daemon import shutdown
-from daemon.cli import TerminalProgress
 from daemon.config import Config, DistributedConfig, load_config
 from daemon.errors import Interrupted, TrainingFailed
 from daemon.pipeline import run_pipeline
@@ -216,8 +216,11 @@ def test_a_training_child_killed_by_sigkill_is_resumed_by_the_next_run(demo_work
     night.join(timeout=120)
     assert not night.is_alive()
 
-    out = io.StringIO()
-    run_pipeline(cfg, progress=TerminalProgress(out))
+    second_night = subprocess.run(
+        [sys.executable, "-m", "daemon", "-c", str(demo_workspace / "nightshift.yaml"), "--run-now"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert second_night.returncode == 0, second_night.stderr
     reg = Registry.open(cfg.paths.state_dir)
     try:
         first, second = reg.get_run(1), reg.get_run(2)
@@ -226,7 +229,9 @@ def test_a_training_child_killed_by_sigkill_is_resumed_by_the_next_run(demo_work
         assert second.resume_note == "resuming run 1's checkpoint at iteration 40"
     finally:
         reg.close()
-    assert "run 2: resuming run 1's checkpoint at iteration 40" in out.getvalue()
+    assert "run 2: resuming run 1's checkpoint at iteration 40" in second_night.stderr
+    logged = [json.loads(line) for line in (cfg.paths.state_dir / "logs" / "nightshift.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "resume" and e["run_id"] == 2 and e["resumed"] for e in logged)
 
 
 @pytest.mark.slow
