@@ -92,7 +92,7 @@ def test_best_checkpoint_becomes_the_challenger(demo_workspace: Path, tmp_path: 
     best = min(vals, key=lambda r: r["val_loss"])
     # mlx-lm's validations, the last one a step before the end; no extra pass for the final step
     assert [v["iteration"] for v in vals] == [0, 9, 19, 29, 39]
-    assert result.chosen_iteration == best["iteration"] < result.iterations_done == 40
+    assert 0 < result.chosen_iteration == best["iteration"] < result.iterations_done == 40  # a trained one
     assert result.chosen_val_loss == pytest.approx(best["val_loss"])
     adapter = (result.adapter_dir / "adapters.safetensors").read_bytes()
     assert adapter == (run_dir / CHECKPOINTS_DIR / BEST_ADAPTER).read_bytes()
@@ -110,7 +110,7 @@ def test_early_stopping_after_patience_evaluations_without_improvement(demo_work
     assert result.stop_reason == "early_stopping" and result.iterations_done is not None
     assert result.iterations_done < 60 and vals[-1]["iteration"] == result.iterations_done
     assert [v["best"] for v in vals[-2:]] == [False, False]  # exactly `patience` evaluations without a new best
-    assert result.chosen_iteration == min(vals, key=lambda r: r["val_loss"])["iteration"]
+    assert 0 < result.chosen_iteration == min(vals[1:], key=lambda r: r["val_loss"])["iteration"]
     assert records(run_dir, "stop")[0]["reason"] == "early_stopping"
 
 
