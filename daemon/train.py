@@ -357,7 +357,8 @@ def find_resume_point(cfg: Config, registry: Registry, run_id: int, now: datetim
       evaluation too, then the last checkpoint is a few iterations short of the
       end and those are trained again), or ``failed`` in training because the
       child was killed (a signal, the OOM killer, the timeout: it wrote no
-      reason; under ``mlx.launch``, a rank killed by a signal), can be continued; one that wrote no checkpoint of its own
+      reason; under ``mlx.launch``, a rank killed by a signal), or ``failed`` in
+      evaluation because the evaluation child was killed the same way, can be continued; one that wrote no checkpoint of its own
       (stopped before its first) is passed over, so a chain of interruptions
       keeps the newest checkpoint on disk;
     * a training that failed for a reason the child reported (a non-finite or
@@ -390,7 +391,8 @@ def find_resume_point(cfg: Config, registry: Registry, run_id: int, now: datetim
         if age_s > RESUME_WINDOW_S:
             hours = age_s / 3600
             return ResumeDecision(reason=f"{where} is from another night ({hours:.0f} h old)" if has_ckpt else "")
-        why_not = _not_resumable(prev.status, training[-1].outcome, run_dir)
+        failed_stage = next((st.stage for st in stages if st.outcome == "failed"), None)
+        why_not = _not_resumable(prev.status, training[-1].outcome, run_dir, failed_stage)
         if why_not is not None:
             return ResumeDecision(reason=f"{where} is not resumed: run {prev.id} {why_not}" if has_ckpt and why_not else "")
         if not has_ckpt:
@@ -404,9 +406,13 @@ def find_resume_point(cfg: Config, registry: Registry, run_id: int, now: datetim
     return ResumeDecision()
 
 
-def _not_resumable(status: str, training_outcome: str | None, run_dir: Path) -> str | None:
+def _not_resumable(status: str, training_outcome: str | None, run_dir: Path, failed_stage: str | None = None) -> str | None:
     """None when a run that trained can be continued, else why not ("" when the night
-    simply went on after training and there is nothing to say)."""
+    simply went on after training and there is nothing to say).
+
+    An evaluation child killed without a word (no ``eval_result.json``: a signal,
+    the OOM killer, the timeout) counts as an interruption, like a killed
+    training child; an evaluation that reported its own failure does not."""
     from daemon.registry import RunStatus
 
     if status == RunStatus.INTERRUPTED.value:
@@ -414,6 +420,8 @@ def _not_resumable(status: str, training_outcome: str | None, run_dir: Path) -> 
     if status != RunStatus.FAILED.value:
         return ""
     if training_outcome == "ok":
+        if failed_stage == "evaluating" and not (run_dir / "eval_result.json").exists():
+            return None
         return "finished training and failed later (a new attempt trains afresh)"
     child = read_result_file(run_dir / "train_result.json")
     if child.get("kind") in (None, "killed"):

@@ -129,6 +129,7 @@ def _training_run(
     status: RunStatus = RunStatus.INTERRUPTED,
     training_outcome: str = "interrupted",
     child_result: dict | None = None,
+    eval_outcome: str = "interrupted",
 ) -> int:
     """A run that trained and ended ``status``, with a checkpoint at ``checkpoint`` (None: none written)."""
     run = reg.create_run(trigger=Trigger.SCHEDULED, config_snapshot={}, config_path=None, profile=None)
@@ -139,7 +140,7 @@ def _training_run(
     reg.finish_stage(reg.start_stage(run.id, "training"), duration_s=5.0, outcome=training_outcome)
     if training_outcome == "ok":
         reg.transition(run.id, RunStatus.EVALUATING)
-        reg.finish_stage(reg.start_stage(run.id, "evaluating"), duration_s=5.0, outcome="interrupted")
+        reg.finish_stage(reg.start_stage(run.id, "evaluating"), duration_s=5.0, outcome=eval_outcome)
     reg.transition(run.id, status, reason="test")
     ckpt = run_dir / CHECKPOINTS_DIR
     ckpt.mkdir(parents=True)
@@ -245,6 +246,29 @@ def test_a_run_interrupted_in_evaluation_resumes_its_last_checkpoint(tmp_path: P
     finally:
         reg.close()
 
+
+
+def test_an_evaluation_child_killed_by_a_signal_resumes_one_that_reported_a_failure_does_not(tmp_path: Path) -> None:
+    """Re-review #1: an evaluation child killed by SIGKILL (the OOM killer) threw the night's training away."""
+    cfg = _cfg(tmp_path)
+    reg = Registry.open(cfg.paths.state_dir)
+    try:
+        now = datetime.now(UTC)
+        killed = _training_run(
+            reg, cfg, tmp_path, checkpoint=100, training_outcome="ok", status=RunStatus.FAILED, eval_outcome="failed"
+        )
+        found = find_resume_point(cfg, reg, _new_run(reg), now)
+        assert (found.run_id, found.iteration) == (killed, 100)
+        reported = _training_run(
+            reg, cfg, tmp_path, checkpoint=100, training_outcome="ok", status=RunStatus.FAILED, eval_outcome="failed"
+        )
+        (tmp_path / "state" / "runs" / f"{reported:04d}" / "eval_result.json").write_text(
+            json.dumps({"ok": False, "reason": "suite item q7: bad schema"})
+        )
+        refused = find_resume_point(cfg, reg, _new_run(reg), now)
+        assert refused.checkpoint is None and f"run {reported} finished training and failed later" in refused.reason
+    finally:
+        reg.close()
 
 def test_deadline_plan_keeps_the_last_nights_post_training_time(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, deadline="2h")
