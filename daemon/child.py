@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +37,10 @@ OUTPUT_TAIL_BYTES = 4096
 """How much of a child's last output is kept in memory for failure reasons (bytes)."""
 OUTPUT_TAIL_LINES = 6
 """How many of those lines a failure reason quotes."""
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+"""An ECMA-48 control sequence (colours, bold, cursor moves), as terminals read them."""
 
 
 class OutputTail:
@@ -85,8 +90,9 @@ class OutputTail:
         self._thread.join(timeout_s)
 
     def last_lines(self, n: int = OUTPUT_TAIL_LINES) -> list[str]:
-        """The last ``n`` non-blank lines the child printed."""
-        text = self._tail.decode("utf-8", errors="replace")
+        """The last ``n`` non-blank lines the child printed, terminal escape codes removed
+        (mlx-lm's TrainUI colours its lines even into a file; a failure reason is plain text)."""
+        text = _ANSI_ESCAPE.sub("", self._tail.decode("utf-8", errors="replace"))
         return [line.rstrip() for line in text.splitlines() if line.strip()][-n:]
 
 

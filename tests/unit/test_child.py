@@ -104,3 +104,22 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:
         return False
+
+
+def test_a_failure_reason_quotes_the_childs_last_lines_without_terminal_colours(tmp_path: Path) -> None:
+    """Re-review #3: mlx-lm's TrainUI colours its lines even into a file, and the escape codes
+    reached the report's failure reason (``\\[1miter train_loss ...\\[0m``)."""
+    import subprocess
+    import sys
+
+    from daemon.child import OutputTail
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", r"print('\x1b[1miter train_loss\x1b[0m | \x1b[38;5;244m 1\x1b[0m \x1b[1;35mval 2.0\x1b[0m')"],
+        stdout=subprocess.PIPE,
+    )
+    tail = OutputTail(proc.stdout, tmp_path / "train.log")
+    proc.wait()
+    tail.join()
+    assert tail.last_lines() == ["iter train_loss |  1 val 2.0"]
+    assert b"\x1b[1m" in (tmp_path / "train.log").read_bytes()  # the log keeps what the child wrote
