@@ -292,7 +292,7 @@ def history_table(rows: list[RunSummary], changes: dict[int, list[str]] | None =
     """A fixed-width table, header first, one run per line (newest first as given).
 
     Columns: run, trigger, started (local time), duration, outcome, composite
-    delta, reason (an early stop of training first, then the reason; cut to :data:`REASON_CHARS`). ``changes`` (:func:`command_changes`) adds a
+    delta, reason (the outcome's reason first, then an early stop of training; cut to :data:`REASON_CHARS`). ``changes`` (:func:`command_changes`) adds a
     ``champion ... (after run N)`` line above run N for each change no run made (``nightshift rollback``).
     """
     header = ("run", "trigger", "started", "duration", "outcome", "delta", "reason")
@@ -304,7 +304,7 @@ def history_table(rows: list[RunSummary], changes: dict[int, list[str]] | None =
             duration_text(r.duration_s) if r.duration_s is not None else ("running" if r.started_at else "-"),
             r.status,
             f"{r.composite_delta:+.4f}" if r.composite_delta is not None else "-",
-            _cut("; ".join(t for t in (r.training, r.reason) if t), REASON_CHARS) or "-",
+            _cut("; ".join(t for t in (r.reason, r.training and f"training {r.training}") if t), REASON_CHARS) or "-",
         )
         for r in rows
     ]

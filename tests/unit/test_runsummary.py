@@ -215,7 +215,8 @@ def test_a_deadline_stop_is_said_in_the_run_now_line_history_and_status(reg: Reg
     config = tmp_path / "c.yaml"
     config.write_text(f"paths:\n  state_dir: {tmp_path / 'state'}\n")
     history = CliRunner().invoke(cli, ["history", "-c", str(config)])
-    assert "stopped early at iteration 720 of 100000" in history.output
+    # re-review #2: the outcome's reason comes first (an early stop pushed the gate's reason out of the column)
+    assert "all checks passed; training stopped early at iteration 720 of 100000" in history.output
     assert json.loads(CliRunner().invoke(cli, ["history", "-c", str(config), "--json"]).output)[0]["training"] == DEADLINE_STOP
     status = CliRunner().invoke(cli, ["status", "-c", str(config), "--json"])
     assert json.loads(status.output)["last_run"]["training"] == DEADLINE_STOP
