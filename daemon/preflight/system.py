@@ -201,7 +201,8 @@ def check_deadline(cfg: Config) -> list[CheckResult]:
         plan = plan_deadline(cfg, recent, now)
     except TrainingFailed as exc:
         return [result("schedule.deadline", Level.WARN, str(exc))]
-    return [result("schedule.deadline", Level.OK, plan.describe(now))]
+    # Said for a night started now (a --run-now); the scheduled night's own plan is made as it starts.
+    return [result("schedule.deadline", Level.OK, f"for a night started now: {plan.describe(now)}")]
 
 
 HF_CACHE_HINT = (

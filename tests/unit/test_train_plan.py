@@ -332,7 +332,8 @@ def test_preflight_says_which_deadline_applies(tmp_path: Path, monkeypatch: pyte
         monkeypatch.setattr(clock, "now", lambda: datetime(2026, 12, 1, 9, 37, tzinfo=UTC))
         (found,) = check_deadline(_cfg(tmp_path, deadline="06:30"))
         assert found.level == "ok"
-        assert found.message.startswith("deadline 06:30 tomorrow, in 20h53m: training stops by ~")
+        # re-review #5: the plan is for a night started now, not the scheduled one; the line says so
+        assert found.message.startswith("for a night started now: deadline 06:30 tomorrow, in 20h53m: training stops by ~")
         assert check_deadline(_cfg(tmp_path)) == []
     finally:
         monkeypatch.undo()
