@@ -28,7 +28,7 @@ from typing import Any
 
 from daemon import shutdown
 from daemon.errors import Interrupted, NightshiftError
-from daemon.worker.common import PARENT_PID_ENV, write_json
+from daemon.worker.common import PARENT_PID_ENV, signal_name, write_json
 from daemon.worker.env import worker_env
 
 POLL_S = 0.5
@@ -121,12 +121,7 @@ class ChildResult:
     @property
     def signal_name(self) -> str | None:
         """``SIGKILL`` etc. when the child died by a signal, else None."""
-        if self.returncode < 0:
-            try:
-                return signal.Signals(-self.returncode).name
-            except ValueError:
-                return f"signal {-self.returncode}"
-        return None
+        return signal_name(self.returncode)
 
     def describe(self, total_memory_bytes: int | None = None) -> str:
         """One phrase: ``exited with status 1 after 3 s`` / ``was killed by SIGTERM after 5 s``.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -26,6 +27,16 @@ BEST_ADAPTER = "best_adapters.safetensors"
 PARENT_PID_ENV = "NIGHTSHIFT_PARENT_PID"
 PARENT_POLL_S = 1.0
 """How often a child checks that its parent is alive (seconds)."""
+
+
+def signal_name(returncode: int) -> str | None:
+    """``SIGKILL`` etc. for a process's exit status ``-N`` (killed by signal N), else None."""
+    if returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
 
 
 def watch_parent(poll_s: float = PARENT_POLL_S, *, ignore_env: bool = False) -> None:

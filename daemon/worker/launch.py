@@ -46,6 +46,7 @@ from daemon.worker.common import (
     PARENT_PID_ENV,
     PARENT_POLL_S,
     read_request,
+    signal_name,
     write_json,
 )
 
@@ -76,11 +77,7 @@ class RankExit:
         if code is None:
             return "did not end"
         if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            return f"was killed by {name}"
+            return f"was killed by {signal_name(code)}"
         if code == SSH_FAILED and self.host != "127.0.0.1":
             return f"exited with status {code} (ssh to {self.host} failed, or the rank died by a signal there)"
         return f"exited with status {code}"
