@@ -409,16 +409,17 @@ class _Night:
         started = self.registry.get_run(self.run_id).started_at
         plan = plan_training(self.cfg, self.registry, self.run_id, clock.now(), started=started)
         stop_at = plan.stop_at_datetime
-        self.registry.update_run(self.run_id, train_deadline=plan.deadline, train_stop_at=stop_at)
+        resume_line = plan.resume_line()  # what training continues, or why it starts over
+        self.registry.update_run(
+            self.run_id, train_deadline=plan.deadline, train_stop_at=stop_at, resume_note=resume_line or None
+        )
         if plan.deadline is not None:  # which deadline applies (a clock time may be tomorrow's), in the log and on screen
             said = plan.describe(clock.now())
             log.info("training_deadline", run_id=self.run_id, plan=said, reserve_s=round(plan.reserve_s))
             if self.progress is not None:
                 self.progress.stage(said, self.run_id)
-        resume_line = plan.resume_line()  # what training continues, or why it starts over
         if resume_line:
             log.info("resume", run_id=self.run_id, resumed=plan.resume_from is not None, detail=resume_line)
-            self.registry.update_run(self.run_id, resume_note=resume_line)
             if self.progress is not None:
                 self.progress.stage(resume_line, self.run_id)
         result = train_challenger(

@@ -159,9 +159,9 @@ class TrainPlan:
         if self.deadline is None:
             return ""
         text = f"deadline {deadline_text(self.deadline, now)}"
-        if self.stop_at_unix is not None:
-            stop = datetime.fromtimestamp(self.stop_at_unix).astimezone()
-            text += f": training stops by ~{stop:%H:%M} (keeping {duration_text(self.reserve_s)} for evaluation and the rest)"
+        stop = self.stop_at_datetime
+        if stop is not None:
+            text += f": training stops by ~{stop.astimezone():%H:%M} (keeping {duration_text(self.reserve_s)} for evaluation and the rest)"
         return text
 
 
