@@ -135,8 +135,6 @@ def line_of(path: Path, key_path: str) -> int | None:
     positions): the file is composed again (nodes keep their marks) and walked.
     None when the file cannot be read or parsed, or the path is not in it.
     """
-    import re
-
     try:
         node: Node | None = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
