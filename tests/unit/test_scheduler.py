@@ -570,7 +570,24 @@ def test_a_night_through_the_daemon_draws_its_figures_in_a_child(tmp_path: Path)
 # ---------------------------------------------------------------- logs
 
 
-def test_configure_logging_writes_json_lines_for_structlog_and_stdlib(tmp_path: Path) -> None:
+@pytest.fixture
+def root_logging() -> Any:
+    """configure_logging changes the root logger and structlog: put both back after the test."""
+    import logging
+
+    import structlog
+
+    root = logging.getLogger()
+    before = list(root.handlers), root.level
+    yield root
+    for handler in [h for h in root.handlers if h not in before[0]]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(before[1])
+    structlog.reset_defaults()
+
+
+def test_configure_logging_writes_json_lines_for_structlog_and_stdlib(tmp_path: Path, root_logging: Any) -> None:
     import json
     import logging
 
@@ -578,22 +595,13 @@ def test_configure_logging_writes_json_lines_for_structlog_and_stdlib(tmp_path: 
 
     from daemon.logs import configure_logging
 
-    root = logging.getLogger()
-    before = list(root.handlers), root.level
-    try:
-        path = configure_logging(tmp_path, console=False)
-        configure_logging(tmp_path, console=False)  # a second call replaces, not duplicates
-        structlog.get_logger("nightshift").info("stage", run_id=3, stage="train", duration_s=1.5)
-        logging.getLogger("apscheduler.scheduler").info("Added job %s", "nightly")
-        for handler in root.handlers:
-            handler.flush()
-        records = [json.loads(line) for line in path.read_text().splitlines()]
-    finally:
-        for handler in [h for h in root.handlers if h not in before[0]]:
-            root.removeHandler(handler)
-            handler.close()
-        root.setLevel(before[1])
-        structlog.reset_defaults()
+    path = configure_logging(tmp_path, console=False)
+    configure_logging(tmp_path, console=False)  # a second call replaces, not duplicates
+    structlog.get_logger("nightshift").info("stage", run_id=3, stage="train", duration_s=1.5)
+    logging.getLogger("apscheduler.scheduler").info("Added job %s", "nightly")
+    for handler in root_logging.handlers:
+        handler.flush()
+    records = [json.loads(line) for line in path.read_text().splitlines()]
     assert path == tmp_path / "logs" / "nightshift.jsonl"
     assert [r["event"] for r in records] == ["stage", "Added job nightly"]
     assert records[0]["run_id"] == 3 and records[0]["stage"] == "train" and records[0]["level"] == "info"
@@ -601,27 +609,19 @@ def test_configure_logging_writes_json_lines_for_structlog_and_stdlib(tmp_path: 
     assert records[0]["timestamp"].endswith("Z")
 
 
-def test_console_false_keeps_even_errors_off_the_terminal(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_console_false_keeps_even_errors_off_the_terminal(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], root_logging: Any
+) -> None:
     """Reviewer defect: `--run-now` printed a raw `[error ] handoff_failed` line before its own summary."""
     import json
-    import logging
 
     import structlog
 
     from daemon.logs import configure_logging
 
-    root = logging.getLogger()
-    before = list(root.handlers), root.level
-    try:
-        path = configure_logging(tmp_path, console=False)
-        structlog.get_logger("nightshift").error("handoff_failed", target="run-0001", reason="r")
-        for handler in root.handlers:
-            handler.flush()
-    finally:
-        for handler in [h for h in root.handlers if h not in before[0]]:
-            root.removeHandler(handler)
-            handler.close()
-        root.setLevel(before[1])
-        structlog.reset_defaults()
+    path = configure_logging(tmp_path, console=False)
+    structlog.get_logger("nightshift").error("handoff_failed", target="run-0001", reason="r")
+    for handler in root_logging.handlers:
+        handler.flush()
     assert "handoff_failed" not in capfd.readouterr().err
     assert json.loads(path.read_text().splitlines()[-1])["event"] == "handoff_failed"
