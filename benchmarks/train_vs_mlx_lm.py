@@ -71,6 +71,7 @@ from _common import add_child_options, apply_child_options
 from daemon.config import Config, load_config
 from daemon.demo import build_workspace
 from daemon.train import METRICS_FILE, train_challenger
+from daemon.worker.common import read_jsonl
 from daemon.worker.env import blas_description, worker_env
 
 # mlx-lm's TrainUI report line: "  <iter>    <loss> ▼    <tok/s>    <tokens>k" (rich may colour it)
@@ -247,10 +248,6 @@ def _per_iter(points: list[tuple[int, float]]) -> float | None:
     return (t1 - t0) / (i1 - i0)
 
 
-def _examples(path: Path) -> int:
-    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-
-
 def same_batches(cfg: Config) -> tuple[Config, str]:
     """``cfg`` with whole epochs and whole validation passes, and a line saying what changed.
 
@@ -261,8 +258,8 @@ def same_batches(cfg: Config) -> tuple[Config, str]:
     orders), so the ratio measures overhead, not which batches were drawn.
     """
     t = cfg.training
-    per_epoch = max(1, _examples(cfg.paths.dataset / "train.jsonl") // t.batch_size)
-    val_total = max(1, _examples(cfg.paths.dataset / "valid.jsonl") // t.batch_size)
+    per_epoch = max(1, len(read_jsonl(cfg.paths.dataset / "train.jsonl")) // t.batch_size)
+    val_total = max(1, len(read_jsonl(cfg.paths.dataset / "valid.jsonl")) // t.batch_size)
     epochs = max(1, -(-t.iters // per_epoch))
     iters = epochs * per_epoch
     val_batches = val_total if t.val_batches != -1 else -1
